@@ -1,0 +1,1 @@
+"""Function Compute API access: signing, credentials, the HTTP client, models and errors."""

@@ -1,0 +1,249 @@
+"""Typed, frozen models of what the FC API returns, shared by FC 2.0 and FC 3.0.
+
+FC 2.0 says ``invocationId`` / ``invocationPayload`` / ``invocationErrorMessage`` where FC 3.0 says
+``taskId`` / ``taskPayload`` / ``taskErrorMessage``; both spellings parse into one ``Invocation``
+so nothing past the client cares which API a task lives in. Parsing is lenient where the API is
+vague (unknown keys ignored, optional fields defaulted, unknown statuses kept verbatim) and strict
+where a wrong guess would invent an alert (no object, or no status string: a bad response).
+This module does no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from watcher.fc.errors import BadResponseError, InvalidIdentifierError
+
+
+class Api(StrEnum):
+    """Which FC API generation a task lives in."""
+
+    FC2 = "fc2"
+    """FC 2.0, API 2021-04-06: stateful async invocations under a service."""
+    FC3 = "fc3"
+    """FC 3.0, API 2023-03-30: async tasks of a top-level function."""
+
+
+class Status(StrEnum):
+    """The documented task statuses. The API may send others; those stay plain strings."""
+
+    ENQUEUED = "Enqueued"
+    """Accepted into FC's internal queue."""
+    DEQUEUED = "Dequeued"
+    """Taken off the queue, waiting to be dispatched."""
+    RUNNING = "Running"
+    """Executing."""
+    RETRYING = "Retrying"
+    """Failed once and waiting for, or in, a retry under the retry policy."""
+    STOPPING = "Stopping"
+    """A stop was requested and has not finished."""
+    SUCCEEDED = "Succeeded"
+    """Finished successfully (terminal)."""
+    FAILED = "Failed"
+    """Failed, after any retries (terminal)."""
+    STOPPED = "Stopped"
+    """Stopped by a user (terminal)."""
+    EXPIRED = "Expired"
+    """Discarded unexecuted once the max event age passed (terminal)."""
+    INVALID = "Invalid"
+    """Never executed, e.g. the function was deleted (terminal)."""
+
+
+TERMINAL_STATUSES: frozenset[str] = frozenset(
+    {Status.SUCCEEDED, Status.FAILED, Status.STOPPED, Status.EXPIRED, Status.INVALID}
+)
+
+IDENTIFIER_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+def validate_identifier(kind: str, value: object) -> str:
+    """Return ``value`` if it is a legal FC name or id, else raise naming it (escaped)."""
+    if not isinstance(value, str) or IDENTIFIER_PATTERN.fullmatch(value) is None:
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        raise InvalidIdentifierError(
+            f"invalid {kind} {shown}: use 1 to 128 letters, digits, '_' or '-'"
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionRef:
+    """A function whose tasks can be listed: a service is required for FC 2.0 only."""
+
+    api: Api
+    function: str
+    service: str | None = None
+    qualifier: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.api is Api.FC2:
+            validate_identifier("service name", self.service)
+        elif self.service is not None:
+            raise InvalidIdentifierError("an FC 3.0 function has no service; remove 'service'")
+        validate_identifier("function name", self.function)
+        if self.qualifier is not None:
+            validate_identifier("qualifier", self.qualifier)
+
+
+@dataclass(frozen=True, slots=True)
+class InvocationRef:
+    """One tracked invocation (FC 2.0) or async task (FC 3.0), validated on construction."""
+
+    function_ref: FunctionRef
+    invocation_id: str
+
+    def __post_init__(self) -> None:
+        validate_identifier("invocation id", self.invocation_id)
+
+    @property
+    def key(self) -> str:
+        """A stable text key, unique per tracked invocation (used by the state store)."""
+        fn = self.function_ref
+        return "/".join(
+            (fn.api.value, fn.service or "", fn.function, fn.qualifier or "", self.invocation_id)
+        )
+
+
+def _to_epoch_ms(value: Any) -> Any:
+    """FC declares times as epoch ms, but old docs show ISO strings: accept both, and null."""
+    if value is None or value == "":
+        return 0
+    if isinstance(value, str) and not value.lstrip("-").isdigit():
+        try:
+            return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
+        except ValueError:
+            return value  # let pydantic report it
+    return value
+
+
+def _none_to_empty(value: Any) -> Any:
+    return "" if value is None else value
+
+
+def _none_to_zero(value: Any) -> Any:
+    return 0 if value is None else value
+
+
+EpochMs = Annotated[int, BeforeValidator(_to_epoch_ms)]
+Text = Annotated[str, BeforeValidator(_none_to_empty)]
+Count = Annotated[int, BeforeValidator(_none_to_zero)]
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+
+class InvocationEvent(_Wire):
+    """One entry of an invocation's event list."""
+
+    event_id: int = Field(validation_alias=AliasChoices("eventId", "event_id"))
+    status: Text = ""
+    timestamp_ms: EpochMs = Field(0, validation_alias=AliasChoices("timestamp", "timestamp_ms"))
+    event_detail: Text = Field("", validation_alias=AliasChoices("eventDetail", "event_detail"))
+
+
+def _events(value: Any) -> Any:
+    return () if value is None else value
+
+
+class Invocation(_Wire):
+    """A stateful async invocation (FC 2.0) or async task (FC 3.0), in one shape."""
+
+    status: str = Field(min_length=1)
+    invocation_id: Text = Field("", validation_alias=AliasChoices("invocationId", "taskId"))
+    service_name: Text = Field("", validation_alias=AliasChoices("serviceName"))
+    function_name: Text = Field("", validation_alias=AliasChoices("functionName"))
+    function_arn: Text = Field("", validation_alias=AliasChoices("functionArn"))
+    qualifier: Text = ""
+    started_ms: EpochMs = Field(0, validation_alias=AliasChoices("startedTime"))
+    end_ms: EpochMs = Field(0, validation_alias=AliasChoices("endTime"))
+    duration_ms: Count = Field(0, validation_alias=AliasChoices("durationMs"))
+    destination_status: Text = Field("", validation_alias=AliasChoices("destinationStatus"))
+    error_message: Text = Field(
+        "", validation_alias=AliasChoices("invocationErrorMessage", "taskErrorMessage")
+    )
+    payload: Text = Field("", validation_alias=AliasChoices("invocationPayload", "taskPayload"))
+    return_payload: Text = Field("", validation_alias=AliasChoices("returnPayload"))
+    already_retried_times: Count = Field(0, validation_alias=AliasChoices("alreadyRetriedTimes"))
+    request_id: Text = Field("", validation_alias=AliasChoices("requestId"))
+    instance_id: Text = Field("", validation_alias=AliasChoices("instanceId"))
+    events: Annotated[tuple[InvocationEvent, ...], BeforeValidator(_events)] = ()
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for the five documented final statuses; an unknown status never is."""
+        return self.status in TERMINAL_STATUSES
+
+
+class InvocationPage(_Wire):
+    """One page of a List call. ``next_token`` is empty on the last page."""
+
+    invocations: tuple[Invocation, ...] = Field(
+        (), validation_alias=AliasChoices("invocations", "tasks")
+    )
+    next_token: Text = Field("", validation_alias=AliasChoices("nextToken"))
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "body"
+    return f"{where}: {first['msg']}"
+
+
+def parse_invocation(body: bytes) -> Invocation:
+    """Parse a Get response body, or raise ``BadResponseError`` (never guess a status)."""
+    try:
+        return Invocation.model_validate_json(body)
+    except ValidationError as exc:
+        raise BadResponseError(f"invocation body rejected ({_describe(exc)})") from None
+
+
+def parse_page(body: bytes) -> InvocationPage:
+    """Parse a List response body, or raise ``BadResponseError``."""
+    try:
+        return InvocationPage.model_validate_json(body)
+    except ValidationError as exc:
+        raise BadResponseError(f"list body rejected ({_describe(exc)})") from None
+
+
+SortOrder = Literal["asc", "desc"]
+
+
+@dataclass(frozen=True, slots=True)
+class ListFilter:
+    """Every query parameter of ListStatefulAsyncInvocations / ListAsyncTasks."""
+
+    id_prefix: str | None = None
+    status: str | None = None
+    started_time_begin_ms: int | None = None
+    started_time_end_ms: int | None = None
+    sort_order_by_time: SortOrder | None = None
+    limit: int | None = None
+    include_payload: bool | None = None
+
+    def query(self, api: Api) -> dict[str, str]:
+        """The query parameters for this filter, named as ``api`` names them."""
+        params: dict[str, str] = {}
+        if self.id_prefix is not None:
+            params["invocationIdPrefix" if api is Api.FC2 else "prefix"] = self.id_prefix
+        if self.status is not None:
+            params["status"] = self.status
+        if self.started_time_begin_ms is not None:
+            params["startedTimeBegin"] = str(self.started_time_begin_ms)
+        if self.started_time_end_ms is not None:
+            params["startedTimeEnd"] = str(self.started_time_end_ms)
+        if self.sort_order_by_time is not None:
+            params["sortOrderByTime"] = self.sort_order_by_time
+        if self.limit is not None:
+            params["limit"] = str(self.limit)
+        if self.include_payload is not None:
+            params["includePayload"] = "true" if self.include_payload else "false"
+        return params
