@@ -9,12 +9,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
+import json
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from watcher import __version__
+
+if TYPE_CHECKING:
+    from watcher.config import LoadedConfig
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -79,6 +85,98 @@ def _cmd_emulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _load(args: argparse.Namespace) -> LoadedConfig:
+    from watcher.config import load_config
+
+    return load_config(Path(args.config))
+
+
+def _configure_logs(args: argparse.Namespace, loaded: LoadedConfig) -> None:
+    from watcher.log import configure_logging
+
+    settings = loaded.config.log
+    log_format = args.log_format if args.log_format != "auto" else settings.format
+    configure_logging(level=settings.level, log_format=log_format)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    loaded = _load(args)
+    config = loaded.config
+    print(
+        f"{loaded.path}: ok; {len(loaded.tracked)} invocation(s) in {len(config.watch)} "
+        f"watch entr{'y' if len(config.watch) == 1 else 'ies'}, sinks: "
+        + ", ".join(sink.name for sink in config.sinks)
+    )
+    return EXIT_OK
+
+
+def _cmd_schema(_: argparse.Namespace) -> int:
+    from watcher.config import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return EXIT_OK
+
+
+def _cmd_once(args: argparse.Namespace) -> int:
+    from watcher.scheduler import PollOutcome
+    from watcher.service import Watcher
+
+    loaded = _load(args)
+    _configure_logs(args, loaded)
+
+    async def once() -> int:
+        watcher = Watcher(loaded)
+        await watcher.startup()
+        try:
+            outcomes = await watcher.run_once()
+        finally:
+            await watcher.shutdown()
+        failed = sum(o in (PollOutcome.FAILED, PollOutcome.AUTH_FAILED) for o in outcomes)
+        return EXIT_FAILURE if failed else EXIT_OK
+
+    return asyncio.run(once())
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from watcher.service import Watcher
+
+    loaded = _load(args)
+    _configure_logs(args, loaded)
+
+    async def run() -> int:
+        import structlog
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def request_stop(signum: int) -> None:
+            if stop.is_set() and signum == signal.SIGINT:
+                structlog.get_logger().warning("forced_exit", signal="SIGINT")
+                os._exit(EXIT_INTERRUPTED)  # a second Ctrl-C: the state DB is safe anyway
+            structlog.get_logger().info("stopping", signal=signal.Signals(signum).name)
+            stop.set()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, request_stop, signum)
+        watcher = Watcher(loaded)
+        await watcher.startup()
+        try:
+            await watcher.run_until_stopped(stop)
+        finally:
+            await watcher.shutdown()
+        return EXIT_OK
+
+    return asyncio.run(run())
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from watcher.status import render_status
+
+    loaded = _load(args)
+    print(render_status(loaded.config.state.path, as_json=args.json))
+    return EXIT_OK
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from watcher.demo import run_demo
 
@@ -108,6 +206,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     emulate.set_defaults(handler=_cmd_emulate)
 
+    for name, handler, text in (
+        ("run", _cmd_run, "run the watcher daemon"),
+        ("once", _cmd_once, "poll every tracked invocation once, emit, exit (1 if a poll failed)"),
+        ("check", _cmd_check, "validate the config: exit 0, or 78 with every problem"),
+        ("status", _cmd_status, "show tracked invocations and deliveries from the state DB"),
+    ):
+        command = commands.add_parser(name, help=text)
+        command.add_argument(
+            "-c", "--config", required=True, metavar="FILE", help="the watcher's YAML config"
+        )
+        command.set_defaults(handler=handler)
+        if name == "status":
+            command.add_argument("--json", action="store_true", help="print JSON")
+
+    schema = commands.add_parser("schema", help="print the config's JSON Schema")
+    schema.set_defaults(handler=_cmd_schema)
+
     demo = commands.add_parser("demo", help="run the demo against the bundled emulator")
     demo.set_defaults(handler=_cmd_demo)
     return parser
@@ -115,12 +230,21 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fc-watcher`` console script."""
+    from watcher.config import ConfigError
     from watcher.emulator.scenario import ScenarioError
+    from watcher.store import StateStoreError
 
     args = _parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"fc-watcher: {exc.path}: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    except StateStoreError as exc:
+        print(f"fc-watcher: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except ScenarioError as exc:
         print(f"fc-watcher: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -1,0 +1,422 @@
+"""The poll scheduler: who is due, polling them concurrently, and when to poll each again.
+
+Every tracked invocation has its own due time on a heap. Due ones are polled concurrently
+under a semaphore (and an optional token bucket); each poll fetches the body, skips parsing
+when the body is byte-identical to the last one (no disk write either), else diffs and commits.
+Delays come from ``watcher.retry`` (pure); time comes from an injected ``Clock``, so tests
+drive the scheduler tick by tick with ``poll_due``. ``run`` is the daemon loop around it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import heapq
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+import structlog
+
+from watcher import diff as decide
+from watcher.config import PollSettings, Tracked
+from watcher.fc.errors import AuthError, FcError, NotFoundError, ThrottledError
+from watcher.fc.models import TERMINAL_STATUSES, InvocationRef, parse_invocation
+from watcher.model import Snapshot
+from watcher.retry import adapt_interval_s, backoff_s, jittered_s
+from watcher.router import route
+from watcher.store import StateStore, StateStoreError
+
+_log = structlog.get_logger("watcher.scheduler")
+
+
+class Clock(Protocol):
+    """Time, injectable."""
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes back (scheduling)."""
+        ...
+
+    def wall_ms(self) -> int:
+        """Epoch milliseconds (what is recorded)."""
+        ...
+
+
+class SystemClock:
+    """The real clocks."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def wall_ms(self) -> int:
+        return int(time.time() * 1000)
+
+
+class InvocationSource(Protocol):
+    """What the scheduler needs of the FC client."""
+
+    async def get_invocation_body(self, ref: InvocationRef) -> bytes:
+        """The raw Get body for ``ref``, or a typed ``FcError``."""
+        ...
+
+
+class PollOutcome(StrEnum):
+    """What one poll found."""
+
+    CHANGED = "changed"
+    UNCHANGED = "unchanged"
+    NOT_FOUND = "not_found"
+    FAILED = "failed"
+    AUTH_FAILED = "auth_failed"
+
+
+@dataclass(slots=True)
+class _State:
+    ref: InvocationRef
+    labels: dict[str, str]
+    snapshot: Snapshot | None
+    interval_s: float
+    digest: bytes | None = None
+    failures: int = 0
+    terminal_polls: int = 0
+    done: bool = False
+    generation: int = 0
+    last_polled_ms: int = 0
+
+
+class TokenBucket:
+    """A global request-rate cap: ``rate_per_s`` tokens a second, bursts up to one second's."""
+
+    def __init__(self, rate_per_s: float, clock: Clock) -> None:
+        self._rate = rate_per_s
+        self._capacity = max(1.0, rate_per_s)
+        self._tokens = self._capacity
+        self._clock = clock
+        self._updated = clock.monotonic()
+
+    def delay_s(self) -> float:
+        """Take a token; return how long to wait before using it (0 if available now)."""
+        now = self._clock.monotonic()
+        self._tokens = min(self._capacity, self._tokens + (now - self._updated) * self._rate)
+        self._updated = now
+        self._tokens -= 1
+        return 0.0 if self._tokens >= 0 else -self._tokens / self._rate
+
+
+def is_finished(snapshot: Snapshot | None, terminal_polls: int) -> bool:
+    """Terminal, and its final events recorded: nothing more will happen to it.
+
+    FC may log the final event a moment after the status flips, so a terminal status whose last
+    event does not show it yet gets one more poll.
+    """
+    if snapshot is None or snapshot.status is None:
+        return False
+    if snapshot.status not in TERMINAL_STATUSES:
+        return False
+    return snapshot.last_event_status == snapshot.status or terminal_polls >= 2
+
+
+class Scheduler:
+    """Owns the due-time queue and the per-invocation polling state."""
+
+    def __init__(
+        self,
+        tracked: Sequence[Tracked],
+        snapshots: Mapping[str, Snapshot],
+        *,
+        client: InvocationSource,
+        store: StateStore,
+        sink_names: Sequence[str],
+        settings: PollSettings,
+        on_commit: Callable[[], None] = lambda: None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._client = client
+        self._store = store
+        self._sink_names = list(sink_names)
+        self._settings = settings
+        self._on_commit = on_commit
+        self._clock = clock or SystemClock()
+        self._rng = rng or random.Random()
+        self._semaphore = asyncio.Semaphore(settings.concurrency)
+        self._bucket = (
+            TokenBucket(settings.rate_limit_per_s, self._clock)
+            if settings.rate_limit_per_s
+            else None
+        )
+        self._queue: list[tuple[float, int, str, int]] = []
+        self._counter = 0
+        self._auth_failing = False
+        self.outcomes: Counter[PollOutcome] = Counter()
+        self._states: dict[str, _State] = {}
+        self.replace_tracked(tracked, snapshots, spread=False)
+
+    # -- membership -----------------------------------------------------------------------
+
+    def replace_tracked(
+        self, tracked: Sequence[Tracked], snapshots: Mapping[str, Snapshot], *, spread: bool = True
+    ) -> None:
+        """Start tracking ``tracked``: new ones are added, missing ones dropped, others kept."""
+        wanted = {item.ref.key: item for item in tracked}
+        for key in list(self._states):
+            if key not in wanted:
+                del self._states[key]  # its queue entries are skipped by key lookup
+        for key, item in wanted.items():
+            if key in self._states:
+                self._states[key].labels = dict(item.labels)
+                continue
+            snapshot = snapshots.get(key)
+            state = _State(item.ref, dict(item.labels), snapshot, self._settings.interval_s)
+            state.done = is_finished(snapshot, 0) or self._forgotten(snapshot)
+            self._states[key] = state
+            if not state.done:
+                delay = self._rng.uniform(0, self._settings.interval_s) if spread else 0.0
+                self._schedule(state, delay)
+
+    def _forgotten(self, snapshot: Snapshot | None) -> bool:
+        if snapshot is None or snapshot.status is not None or not snapshot.first_not_found_ms:
+            return False
+        age_ms = self._clock.wall_ms() - snapshot.first_not_found_ms
+        return age_ms > self._settings.forget_after_s * 1000
+
+    def spread_first_polls(self) -> None:
+        """Re-spread every pending poll uniformly over one interval (no herd at start)."""
+        self._queue.clear()
+        for state in self._states.values():
+            if not state.done:
+                state.generation += 1
+                self._schedule(state, self._rng.uniform(0, self._settings.interval_s))
+
+    @property
+    def active_count(self) -> int:
+        """Invocations still being polled."""
+        return sum(1 for state in self._states.values() if not state.done)
+
+    def last_polled_ms(self) -> dict[str, int]:
+        """When each invocation was last polled (0 for never, in this run)."""
+        return {k: s.last_polled_ms for k, s in self._states.items() if s.last_polled_ms}
+
+    def snapshots(self) -> dict[str, Snapshot | None]:
+        """The in-memory snapshot of every tracked invocation."""
+        return {key: state.snapshot for key, state in self._states.items()}
+
+    # -- the queue -------------------------------------------------------------------------
+
+    def _schedule(self, state: _State, delay_s: float) -> None:
+        self._counter += 1
+        due = self._clock.monotonic() + delay_s
+        heapq.heappush(self._queue, (due, self._counter, state.ref.key, state.generation))
+
+    def next_due_in_s(self) -> float | None:
+        """Seconds until the earliest scheduled poll, or None if nothing is scheduled."""
+        while self._queue:
+            due, _, key, generation = self._queue[0]
+            state = self._states.get(key)
+            if state is None or state.generation != generation or state.done:
+                heapq.heappop(self._queue)
+                continue
+            return max(0.0, due - self._clock.monotonic())
+        return None
+
+    def pop_due(self) -> list[str]:
+        """Keys whose poll is due now, removed from the queue."""
+        now = self._clock.monotonic()
+        keys = []
+        while self._queue and self._queue[0][0] <= now:
+            _, _, key, generation = heapq.heappop(self._queue)
+            state = self._states.get(key)
+            if state is not None and state.generation == generation and not state.done:
+                keys.append(key)
+        return keys
+
+    # -- one poll --------------------------------------------------------------------------
+
+    async def poll(self, key: str) -> PollOutcome:
+        """Poll one invocation, commit what changed, and schedule its next poll."""
+        state = self._states[key]
+        async with self._semaphore:
+            if self._bucket is not None:
+                delay = self._bucket.delay_s()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            outcome, retry_after_s = await self._fetch_and_commit(state)
+        self.outcomes[outcome] += 1
+        state.last_polled_ms = self._clock.wall_ms()
+        if key in self._states:  # not dropped by a reload meanwhile
+            self._reschedule(state, outcome, retry_after_s)
+        return outcome
+
+    async def _fetch_and_commit(self, state: _State) -> tuple[PollOutcome, float | None]:
+        ref = state.ref
+        try:
+            body = await self._client.get_invocation_body(ref)
+            digest = hashlib.blake2b(body, digest_size=16).digest()
+            if digest == state.digest and not (state.snapshot and state.snapshot.failing):
+                self._auth_ok()
+                state.failures = 0
+                return PollOutcome.UNCHANGED, None
+            invocation = parse_invocation(body)
+        except NotFoundError:
+            self._auth_ok()
+            state.failures = 0
+            result = decide.not_found(
+                state.snapshot,
+                ref=ref,
+                observed_ms=self._clock.wall_ms(),
+                report_after=self._settings.not_found_retries,
+                labels=state.labels,
+            )
+            return (
+                PollOutcome.NOT_FOUND if self._commit(state, result) else PollOutcome.FAILED
+            ), None
+        except AuthError as exc:
+            self._auth_failed(exc)
+            return PollOutcome.AUTH_FAILED, None
+        except FcError as exc:
+            state.failures += 1
+            _log.debug("poll_failed", invocation_id=ref.invocation_id, error=str(exc))
+            result = decide.poll_failed(
+                state.snapshot,
+                ref=ref,
+                observed_ms=self._clock.wall_ms(),
+                consecutive_failures=state.failures,
+                threshold=self._settings.failure_threshold,
+                detail=f"{type(exc).__name__}: {exc}",
+                labels=state.labels,
+            )
+            self._commit(state, result)
+            retry_after = exc.retry_after_s if isinstance(exc, ThrottledError) else None
+            return PollOutcome.FAILED, retry_after
+        self._auth_ok()
+        result = decide.diff(
+            state.snapshot,
+            invocation,
+            ref=ref,
+            observed_ms=self._clock.wall_ms(),
+            labels=state.labels,
+        )
+        if not self._commit(state, result):
+            return PollOutcome.FAILED, None
+        state.digest = digest
+        state.failures = 0
+        state.terminal_polls = state.terminal_polls + 1 if invocation.is_terminal else 0
+        return (PollOutcome.CHANGED if result.transitions else PollOutcome.UNCHANGED), None
+
+    def _commit(self, state: _State, result: decide.DiffResult) -> bool:
+        """Persist a decision; on success adopt its snapshot. False if the store failed."""
+        if not result.changed:
+            state.snapshot = result.snapshot
+            return True
+        try:
+            fresh = self._store.commit(
+                state.ref,
+                result.snapshot,
+                transitions=result.transitions,
+                routes=route(result.transitions, self._sink_names),
+                now_ms=self._clock.wall_ms(),
+            )
+        except StateStoreError as exc:
+            _log.error("state_commit_failed", invocation_id=state.ref.invocation_id, error=str(exc))
+            return False
+        state.snapshot = result.snapshot
+        if fresh:
+            self._on_commit()
+        return True
+
+    def _auth_ok(self) -> None:
+        if self._auth_failing:
+            self._auth_failing = False
+            _log.info("fc_auth_recovered")
+
+    def _auth_failed(self, exc: AuthError) -> None:
+        # One loud line per outage, not one per invocation per poll.
+        if not self._auth_failing:
+            self._auth_failing = True
+            _log.error(
+                "fc_auth_failed",
+                code=exc.code,
+                error=exc.message,
+                request_id=exc.request_id,
+                hint="check the access key, its RAM permissions (fc:GetStatefulAsyncInvocation,"
+                " fc:GetAsyncTask) and this machine's clock",
+            )
+
+    def _reschedule(self, state: _State, outcome: PollOutcome, retry_after_s: float | None) -> None:
+        settings = self._settings
+        if outcome is PollOutcome.FAILED:
+            delay = backoff_s(
+                state.failures,
+                base_s=settings.backoff_base_s,
+                cap_s=settings.backoff_cap_s,
+                rng=self._rng,
+                retry_after_s=retry_after_s,
+            )
+            self._schedule(state, delay)
+            return
+        if outcome is PollOutcome.AUTH_FAILED:
+            self._schedule(state, jittered_s(settings.max_interval_s, settings.jitter, self._rng))
+            return
+        if outcome is PollOutcome.NOT_FOUND:
+            if self._forgotten(state.snapshot):
+                state.done = True
+                _log.warning("invocation_forgotten", invocation_id=state.ref.invocation_id)
+                return
+            reported = state.snapshot is not None and state.snapshot.not_found_reported
+            base = settings.max_interval_s if reported else settings.interval_s
+            self._schedule(state, jittered_s(base, settings.jitter, self._rng))
+            return
+        if is_finished(state.snapshot, state.terminal_polls):
+            state.done = True
+            return
+        state.interval_s = adapt_interval_s(
+            state.interval_s,
+            changed=outcome is PollOutcome.CHANGED,
+            interval_s=settings.interval_s,
+            max_interval_s=settings.max_interval_s,
+        )
+        self._schedule(state, jittered_s(state.interval_s, settings.jitter, self._rng))
+
+    # -- driving it ------------------------------------------------------------------------
+
+    async def poll_due(self) -> list[PollOutcome]:
+        """Poll every invocation due now, concurrently, and wait for all of them."""
+        keys = self.pop_due()
+        return list(await asyncio.gather(*(self.poll(key) for key in keys)))
+
+    async def poll_all(self) -> list[PollOutcome]:
+        """Poll every active invocation once, now (``fc-watcher once``)."""
+        keys = [key for key, state in self._states.items() if not state.done]
+        for key in keys:
+            self._states[key].generation += 1  # drop their queued entries
+        return list(await asyncio.gather(*(self.poll(key) for key in keys)))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll until ``stop`` is set; then let in-flight polls finish within the stop bound."""
+        inflight: set[asyncio.Task[PollOutcome]] = set()
+        while not stop.is_set():
+            for key in self.pop_due():
+                task = asyncio.create_task(self.poll(key), name=f"poll:{key}")
+                inflight.add(task)
+                task.add_done_callback(inflight.discard)
+            wait_s = self.next_due_in_s()
+            timeout_s = 1.0 if wait_s is None else min(max(wait_s, 0.001), 1.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=timeout_s)
+        await self._finish(inflight)
+
+    async def _finish(self, inflight: Iterable[asyncio.Task[PollOutcome]]) -> None:
+        tasks = list(inflight)
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=self._settings.stop_timeout_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+        _log.info("polls_stopped", finished=len(tasks) - len(pending), cancelled=len(pending))
