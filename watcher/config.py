@@ -25,10 +25,11 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
-from watcher.fc.client import SignatureScheme
+from watcher.fc.client import SignatureScheme, resolve_endpoint
 from watcher.fc.errors import InvalidIdentifierError
 from watcher.fc.models import Api, FunctionRef, InvocationRef, validate_identifier
 
@@ -79,6 +80,13 @@ class FcSettings(_Section):
     security_token: SecretStr | None = None
     timeout_s: float = Field(10.0, gt=0, le=300)
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_shape(cls, value: str | None) -> str | None:
+        if value is not None:
+            resolve_endpoint("0", "x", url=value)  # raises ValueError naming the value
+        return value
 
     @model_validator(mode="after")
     def _keys_together(self) -> FcSettings:

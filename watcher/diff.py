@@ -47,8 +47,9 @@ def diff(
 ) -> DiffResult:
     """Compare a successful poll with the previous snapshot.
 
-    A status change is keyed by (previous status, status, alreadyRetriedTimes), so a status that
-    recurs after a retry (Running, Retrying, Running) is a new transition with a new id.
+    A status change is keyed by (previous status, status, alreadyRetriedTimes, how many changes
+    came before), so a status that recurs (Running, Retrying, Running) is a new transition with
+    a new id, while re-deriving the same change from the same snapshot gives the same id.
     """
     before = previous or Snapshot()
     tags = dict(labels or {})
@@ -80,10 +81,12 @@ def diff(
                 labels=tags,
             )
         )
+    status_changes = before.status_changes
     if (before.status, before.already_retried_times) != (
         current.status,
         current.already_retried_times,
     ):
+        status_changes += 1
         transitions.append(
             Transition(
                 id=transition_id(
@@ -92,6 +95,7 @@ def diff(
                     before.status,
                     current.status,
                     current.already_retried_times,
+                    status_changes,
                 ),
                 type=TransitionType.STATUS_CHANGED,
                 ref=ref,
@@ -107,6 +111,7 @@ def diff(
         before,
         status=current.status,
         already_retried_times=current.already_retried_times,
+        status_changes=status_changes,
         event_high_water=last_event.event_id if last_event else before.event_high_water,
         started_ms=current.started_ms,
         end_ms=current.end_ms,

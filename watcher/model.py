@@ -38,6 +38,9 @@ class Snapshot:
     status: str | None = None
     """None until FC has answered with the invocation at least once."""
     already_retried_times: int = 0
+    status_changes: int = 0
+    """How many status changes were recorded: part of their ids, so a status that comes back
+    without a retry (A, B, A, B) is still a new transition each time."""
     event_high_water: int = 0
     """The highest eventId already turned into a transition."""
     started_ms: int = 0

@@ -33,6 +33,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             api TEXT NOT NULL, service TEXT, function TEXT NOT NULL, qualifier TEXT,
             invocation_id TEXT NOT NULL,
             status TEXT, already_retried_times INTEGER NOT NULL DEFAULT 0,
+            status_changes INTEGER NOT NULL DEFAULT 0,
             event_high_water INTEGER NOT NULL DEFAULT 0,
             started_ms INTEGER NOT NULL DEFAULT 0, end_ms INTEGER NOT NULL DEFAULT 0,
             error_message TEXT NOT NULL DEFAULT '',

@@ -1,0 +1,306 @@
+"""The pure decisions after a poll: table-driven cases and properties over any poll sequence."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from watcher import diff as decide
+from watcher.fc.models import Api, FunctionRef, Invocation, InvocationRef
+from watcher.model import Snapshot, Transition, TransitionType
+
+REF = InvocationRef(FunctionRef(Api.FC2, "fn", "svc", "LATEST"), "job-1")
+
+
+def inv(status: str, retries: int = 0, events: list[tuple[int, str]] | None = None) -> Invocation:
+    return Invocation.model_validate(
+        {
+            "status": status,
+            "alreadyRetriedTimes": retries,
+            "events": [
+                {"eventId": i, "status": s, "timestamp": 1000 * i, "eventDetail": ""}
+                for i, s in (events or [])
+            ],
+        }
+    )
+
+
+def kinds(transitions: tuple[Transition, ...]) -> list[tuple[str, Any, Any]]:
+    out = []
+    for t in transitions:
+        if t.type is TransitionType.EVENT:
+            assert t.event is not None
+            out.append(("event", t.event.event_id, t.event.status))
+        else:
+            out.append((t.type.value.split(".")[1], t.previous_status, t.status))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("previous", "current", "expected"),
+    [
+        (
+            None,
+            inv("Enqueued", events=[(1, "Enqueued")]),
+            [("event", 1, "Enqueued"), ("status_changed", None, "Enqueued")],
+        ),
+        (
+            None,
+            inv("Failed", 3, [(1, "Running"), (2, "Failed")]),
+            [("event", 1, "Running"), ("event", 2, "Failed"), ("status_changed", None, "Failed")],
+        ),
+        (
+            Snapshot(status="Running", event_high_water=2),
+            inv("Running", events=[(1, "E"), (2, "R")]),
+            [],
+        ),
+        (
+            Snapshot(status="Running", event_high_water=2),
+            inv("Succeeded", events=[(1, "E"), (2, "R"), (3, "Succeeded")]),
+            [("event", 3, "Succeeded"), ("status_changed", "Running", "Succeeded")],
+        ),
+        (
+            Snapshot(status="Running", event_high_water=1),
+            inv("Running", events=[(3, "C"), (2, "B"), (3, "C"), (1, "A")]),
+            [("event", 2, "B"), ("event", 3, "C")],
+        ),
+        (Snapshot(status="Running", event_high_water=5), inv("Running", events=[(1, "A")]), []),
+        (
+            Snapshot(status="Running", already_retried_times=0),
+            inv("Running", 1),
+            [("status_changed", "Running", "Running")],
+        ),
+        (
+            Snapshot(status="Running", failing=True, failing_episode=2),
+            inv("Running"),
+            [("poll_recovered", None, "Running")],
+        ),
+        (Snapshot(status="Running"), inv("Archived"), [("status_changed", "Running", "Archived")]),
+    ],
+    ids=[
+        "first-sighting",
+        "first-sighting-already-failed",
+        "unchanged",
+        "finished",
+        "duplicates-and-reordering",
+        "events-below-high-water",
+        "retry-within-status",
+        "recovered",
+        "unknown-status",
+    ],
+)
+def test_diff_table(
+    previous: Snapshot | None, current: Invocation, expected: list[tuple[str, Any, Any]]
+) -> None:
+    """Each case yields exactly the listed transitions, in order."""
+    result = decide.diff(previous, current, ref=REF, observed_ms=5)
+    assert kinds(result.transitions) == expected
+
+
+def test_recurring_status_gets_new_ids() -> None:
+    """Running, Retrying, Running: the second Running is its own transition with its own id."""
+    first = decide.diff(None, inv("Running"), ref=REF, observed_ms=1)
+    second = decide.diff(first.snapshot, inv("Retrying", 1), ref=REF, observed_ms=2)
+    third = decide.diff(second.snapshot, inv("Running", 1), ref=REF, observed_ms=3)
+    ids = [t.id for r in (first, second, third) for t in r.transitions]
+    assert len(ids) == len(set(ids)) == 3
+
+
+def test_unchanged_poll_changes_nothing() -> None:
+    """The same body twice: no transitions and nothing to write."""
+    first = decide.diff(None, inv("Running", events=[(1, "Running")]), ref=REF, observed_ms=1)
+    again = decide.diff(
+        first.snapshot, inv("Running", events=[(1, "Running")]), ref=REF, observed_ms=2
+    )
+    assert again.transitions == ()
+    assert not again.changed
+    assert again.snapshot == first.snapshot
+
+
+def test_transition_carries_the_invocation_snapshot() -> None:
+    """A status change carries status, retries, times and the error, so receivers need no call."""
+    body = {
+        "status": "Failed",
+        "alreadyRetriedTimes": 3,
+        "startedTime": 10,
+        "endTime": 20,
+        "durationMs": 10,
+        "invocationErrorMessage": "boom",
+        "invocationPayload": "x" * 2000,
+    }
+    result = decide.diff(None, Invocation.model_validate(body), ref=REF, observed_ms=1)
+    summary = result.transitions[-1].invocation
+    assert summary is not None
+    assert (summary.status, summary.already_retried_times, summary.error_message) == (
+        "Failed",
+        3,
+        "boom",
+    )
+    assert (summary.started_ms, summary.end_ms, summary.duration_ms) == (10, 20, 10)
+    assert len(summary.payload_excerpt) == 512
+
+
+@pytest.mark.parametrize(
+    ("count_before", "report_after", "reported"),
+    [(0, 5, False), (3, 5, False), (4, 5, True), (0, 1, True)],
+)
+def test_not_found_is_reported_once_after_the_grace(
+    count_before: int, report_after: int, reported: bool
+) -> None:
+    """Not-found is reported on the Nth answer in a row, once."""
+    previous = Snapshot(not_found_count=count_before)
+    result = decide.not_found(previous, ref=REF, observed_ms=9, report_after=report_after)
+    assert [t.type for t in result.transitions] == ([TransitionType.NOT_FOUND] if reported else [])
+    assert result.changed
+    again = decide.not_found(result.snapshot, ref=REF, observed_ms=10, report_after=report_after)
+    if reported:
+        assert again.transitions == ()
+        assert not again.changed
+
+
+def test_not_found_after_being_seen_is_a_different_fact() -> None:
+    """Gone after being seen (records expire) has another id than never seen."""
+    never = decide.not_found(None, ref=REF, observed_ms=1, report_after=1).transitions[0]
+    seen = decide.not_found(
+        Snapshot(status="Succeeded"), ref=REF, observed_ms=1, report_after=1
+    ).transitions[0]
+    assert never.id != seen.id
+
+
+def test_poll_failing_once_per_episode_with_new_ids() -> None:
+    """poll_failing fires at the threshold, once; after recovery the next episode has a new id."""
+    below = decide.poll_failed(
+        None, ref=REF, observed_ms=1, consecutive_failures=2, threshold=3, detail="x"
+    )
+    assert below.transitions == ()
+    failing = decide.poll_failed(
+        None, ref=REF, observed_ms=1, consecutive_failures=3, threshold=3, detail="x"
+    )
+    assert [t.type for t in failing.transitions] == [TransitionType.POLL_FAILING]
+    more = decide.poll_failed(
+        failing.snapshot, ref=REF, observed_ms=2, consecutive_failures=9, threshold=3, detail="x"
+    )
+    assert more.transitions == ()
+    recovered = decide.diff(failing.snapshot, inv("Running"), ref=REF, observed_ms=3)
+    assert TransitionType.POLL_RECOVERED in [t.type for t in recovered.transitions]
+    second = decide.poll_failed(
+        recovered.snapshot, ref=REF, observed_ms=4, consecutive_failures=3, threshold=3, detail="y"
+    )
+    assert second.transitions[0].id != failing.transitions[0].id
+
+
+# -- properties over any poll sequence ---------------------------------------------------------
+
+STATUSES = [
+    "Enqueued",
+    "Dequeued",
+    "Running",
+    "Retrying",
+    "Stopping",
+    "Succeeded",
+    "Failed",
+    "Weird",
+]
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> tuple[list[Invocation], int]:
+    """FC's true history as a list of states, and a seed for how polls observe it."""
+    statuses = draw(st.lists(st.sampled_from(STATUSES), min_size=1, max_size=12))
+    states: list[Invocation] = []
+    events: list[tuple[int, str]] = []
+    retries = 0
+    for status in statuses:
+        if status == "Retrying":
+            retries += 1
+        events.append((len(events) + 1, status))
+        states.append(inv(status, retries, list(events)))
+    return states, draw(st.integers(0, 2**32))
+
+
+def _observe(states: list[Invocation], seed: int) -> list[Invocation]:
+    """Polls see the history in order, may skip or repeat states, and get events shuffled."""
+    rng = random.Random(seed)
+    index = 0
+    seen = []
+    while index < len(states):
+        state = states[index]
+        shuffled = list(state.events)
+        rng.shuffle(shuffled)
+        if shuffled and rng.random() < 0.3:
+            shuffled.append(rng.choice(shuffled))  # a duplicate
+        seen.append(state.model_copy(update={"events": tuple(shuffled)}))
+        index += rng.choice([0, 1, 1, 2])
+    seen.append(states[-1])
+    return seen
+
+
+def _run(polls: list[Invocation]) -> tuple[list[Transition], list[Snapshot | None]]:
+    snapshot: Snapshot | None = None
+    emitted: list[Transition] = []
+    before: list[Snapshot | None] = []
+    for number, poll in enumerate(polls):
+        before.append(snapshot)
+        result = decide.diff(snapshot, poll, ref=REF, observed_ms=number)
+        emitted.extend(result.transitions)
+        snapshot = result.snapshot
+    return emitted, before
+
+
+@settings(max_examples=300, deadline=None)
+@given(histories())
+def test_no_transition_lost_or_duplicated(history: tuple[list[Invocation], int]) -> None:
+    """For any poll sequence: every event once, unique ids, a consistent status chain."""
+    states, seed = history
+    polls = _observe(states, seed)
+    emitted, _ = _run(polls)
+    ids = [t.id for t in emitted]
+    assert len(ids) == len(set(ids))
+    event_ids = [t.event.event_id for t in emitted if t.event is not None]
+    assert event_ids == [event_id for event_id, _ in ((e.event_id, e) for e in states[-1].events)]
+    changes = [t for t in emitted if t.type is TransitionType.STATUS_CHANGED]
+    assert changes[0].previous_status is None
+    for earlier, later in zip(changes, changes[1:], strict=False):
+        assert later.previous_status == earlier.status
+    assert changes[-1].status == states[-1].status
+
+
+@settings(max_examples=200, deadline=None)
+@given(histories(), st.data())
+def test_ids_are_stable_across_reruns_and_crashes(
+    history: tuple[list[Invocation], int], data: st.DataObject
+) -> None:
+    """Re-running, or re-diffing a poll from the snapshot before it (a crash before the commit),
+    gives the same ids for the same facts."""
+    states, seed = history
+    polls = _observe(states, seed)
+    emitted, before = _run(polls)
+    again, _ = _run(polls)
+    assert [t.id for t in emitted] == [t.id for t in again]
+    crash_at = data.draw(st.integers(0, len(polls) - 1))
+    original = decide.diff(before[crash_at], polls[crash_at], ref=REF, observed_ms=crash_at)
+    replayed = decide.diff(before[crash_at], polls[crash_at], ref=REF, observed_ms=10_000)
+    assert [t.id for t in original.transitions] == [t.id for t in replayed.transitions]
+    by_id = {t.id: t for t in emitted}
+    for transition in replayed.transitions:
+        if transition.id in by_id:
+            earlier = by_id[transition.id]
+            assert (earlier.type, earlier.status, earlier.previous_status, earlier.event) == (
+                transition.type,
+                transition.status,
+                transition.previous_status,
+                transition.event,
+            )
+
+
+def test_transition_round_trips_through_its_dict() -> None:
+    """to_dict / from_dict are inverses (the outbox stores the dict)."""
+    result = decide.diff(
+        None, inv("Failed", 2, [(1, "Failed")]), ref=REF, observed_ms=7, labels={"team": "a"}
+    )
+    for transition in result.transitions:
+        assert Transition.from_dict(transition.to_dict()) == transition
