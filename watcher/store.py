@@ -132,19 +132,20 @@ class StateStore:
         self._lock = lock
 
     @classmethod
-    def open(cls, path: Path, *, readonly: bool = False) -> StateStore:
-        """Open (creating and migrating if needed) the state DB at ``path``."""
-        lock: IO[str] | None = None
+    def open(cls, path: Path, *, readonly: bool = False, busy_timeout_s: float = 5.0) -> StateStore:
+        """Open (creating and migrating if needed) the state DB at ``path``.
+
+        ``busy_timeout_s`` is how long a write waits for another process's lock.
+        """
+        if readonly and not path.exists():
+            raise StateStoreError(f"state DB {path} does not exist yet; run the watcher first")
+        lock = None if readonly else cls._take_lock(path)
+        db: sqlite3.Connection | None = None
         try:
             if readonly:
-                if not path.exists():
-                    raise StateStoreError(
-                        f"state DB {path} does not exist yet; run the watcher first"
-                    )
-                db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+                db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=busy_timeout_s)
             else:
-                lock = cls._take_lock(path)
-                db = sqlite3.connect(path, timeout=5.0, isolation_level=None)
+                db = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None)
                 db.execute("PRAGMA journal_mode=WAL")
                 # WAL + NORMAL survives a process crash (kill -9); only power loss may lose
                 # the last commits, which then are simply polled again.
@@ -153,10 +154,14 @@ class StateStore:
             store = cls(path, db, lock)
             store._migrate(readonly)
             return store
-        except sqlite3.Error as exc:
+        except BaseException as exc:
+            if db is not None:
+                db.close()
             if lock is not None:
                 lock.close()
-            raise _explain(path, exc) from None
+            if isinstance(exc, sqlite3.Error):
+                raise _explain(path, exc) from None
+            raise
 
     @staticmethod
     def _take_lock(path: Path) -> IO[str]:

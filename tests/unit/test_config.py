@@ -1,4 +1,4 @@
-"""Config loading: the documented contract parses, and every malformed file gets clear lines + 78."""
+"""Config loading: the documented contract parses; every malformed file gets clear lines and 78."""
 
 from __future__ import annotations
 
@@ -188,7 +188,7 @@ def test_malformed_config_is_one_clear_line_and_78(
     text: str,
     message: str,
 ) -> None:
-    """Each mistake exits 78 with a line naming the file, the YAML path and the fix; no traceback."""
+    """Each mistake exits 78 with lines naming the file, the YAML path and the fix, no traceback."""
     monkeypatch.delenv("TEST_AK", raising=False)
     path = _write(tmp_path, text)
     assert main(["check", "-c", str(path)]) == EXIT_CONFIG

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -264,7 +265,7 @@ def test_no_transition_lost_or_duplicated(history: tuple[list[Invocation], int])
     assert event_ids == [event_id for event_id, _ in ((e.event_id, e) for e in states[-1].events)]
     changes = [t for t in emitted if t.type is TransitionType.STATUS_CHANGED]
     assert changes[0].previous_status is None
-    for earlier, later in zip(changes, changes[1:], strict=False):
+    for earlier, later in pairwise(changes):
         assert later.previous_status == earlier.status
     assert changes[-1].status == states[-1].status
 

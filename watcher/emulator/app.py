@@ -91,6 +91,7 @@ class EmulatorApp:
             service = (spec.service or "") if spec.api is Api.FC2 else ""
             self._specs[(spec.api, service, spec.function, spec.id)] = spec
         self.stats: Counter[str] = Counter()
+        self._inflight = 0
 
     def build(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware])
@@ -121,12 +122,23 @@ class EmulatorApp:
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith("/-/"):
             return await handler(request)
+        self._inflight += 1
+        self.stats["max_inflight"] = max(self.stats["max_inflight"], self._inflight)
+        try:
+            return await self._serve(request, handler)
+        finally:
+            self._inflight -= 1
+
+    async def _serve(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         self.stats["requests"] += 1
+        target = request.match_info.get("invocation_id", "")
+        if target:
+            self.stats[f"requests:{target}"] += 1
         plan = plan_faults(
             self.scenario.faults,
             elapsed_s=self.clock.elapsed_s(),
             request_number=self.stats["requests"],
-            target=request.match_info.get("invocation_id", ""),
+            target=target,
             rng=self._rng,
         )
         if plan.latency_ms:

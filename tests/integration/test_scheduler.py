@@ -1,0 +1,316 @@
+"""The scheduler on an injected clock, polling the emulator over loopback tick by tick."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from structlog.testing import capture_logs
+
+from tests.conftest import ACCESS_KEY_ID, EmulatorFactory, RunningEmulator, make_client
+from watcher.config import PollSettings, Tracked
+from watcher.fc.client import FcClient
+from watcher.fc.credentials import Credentials
+from watcher.fc.models import Api, FunctionRef, InvocationRef
+from watcher.model import TransitionType
+from watcher.scheduler import PollOutcome, Scheduler, TokenBucket
+from watcher.store import StateStore
+
+FN = FunctionRef(Api.FC2, "demo-function", "demo-service", "LATEST")
+WALL_BASE_MS = 1_795_680_000_000
+
+
+class FakeClock:
+    """Scheduler time that moves only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now_s = 0.0
+
+    def monotonic(self) -> float:
+        return self.now_s
+
+    def wall_ms(self) -> int:
+        return WALL_BASE_MS + int(self.now_s * 1000)
+
+
+class Harness:
+    """A scheduler, its store and its fake clock, moved together with the emulator's clock."""
+
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        store: StateStore,
+        clock: FakeClock,
+        emu: RunningEmulator,
+        client: FcClient,
+    ):
+        self.client = client
+        self.scheduler = scheduler
+        self.store = store
+        self.clock = clock
+        self.emu = emu
+
+    def advance(self, seconds: float) -> None:
+        self.clock.now_s += seconds
+        self.emu.clock.advance(seconds)
+
+    async def step(self) -> list[PollOutcome]:
+        """Jump to the next due poll and run everything due then."""
+        wait = self.scheduler.next_due_in_s()
+        assert wait is not None, "nothing scheduled"
+        self.advance(wait)
+        return await self.scheduler.poll_due()
+
+    def types(self) -> list[str]:
+        return [t.type.value for t in self.store.transitions()]
+
+
+MakeHarness = Callable[..., Any]
+
+
+@pytest.fixture
+async def harness(
+    start_emulator: EmulatorFactory, http_session: aiohttp.ClientSession, tmp_path: Path
+) -> AsyncIterator[MakeHarness]:
+    stores: list[StateStore] = []
+
+    async def make(
+        invocations: list[dict[str, Any]],
+        *,
+        ids: list[str] | None = None,
+        faults: list[dict[str, Any]] | None = None,
+        credentials: Credentials | None = None,
+        **poll: Any,
+    ) -> Harness:
+        emu = await start_emulator(invocations=invocations, faults=faults or [])
+        store = StateStore.open(tmp_path / f"state-{len(stores)}.db")
+        stores.append(store)
+        clock = FakeClock()
+        settings = PollSettings(**{"interval_s": 10, "max_interval_s": 60, "jitter": 0, **poll})
+        tracked = [
+            Tracked(ref=InvocationRef(FN, i), labels={})
+            for i in (ids or [spec["id"] for spec in invocations])
+        ]
+        client = make_client(http_session, emu.url, credentials=credentials)
+        scheduler = Scheduler(
+            tracked,
+            store.load_snapshots(),
+            client=client,
+            store=store,
+            sink_names=["log"],
+            settings=settings,
+            clock=clock,
+            rng=random.Random(1),
+        )
+        return Harness(scheduler, store, clock, emu, client)
+
+    yield make
+    for store in stores:
+        store.close()
+
+
+RUNNING = [{"at_s": 0, "status": "Running"}]
+
+
+async def test_first_polls_are_spread_over_one_interval(harness: MakeHarness) -> None:
+    """After start-up, 200 first polls spread over the interval instead of all at once."""
+    h = await harness([{"id": f"job-{i}", "timeline": RUNNING} for i in range(200)])
+    h.scheduler.spread_first_polls()
+    due_per_second = []
+    for _ in range(10):
+        h.advance(1)
+        due_per_second.append(len(h.scheduler.pop_due()))
+    assert sum(due_per_second) == 200
+    assert max(due_per_second) < 45  # uniform would be ~20 a second
+
+
+async def test_interval_backs_off_while_unchanged_and_resets_on_change(
+    harness: MakeHarness,
+) -> None:
+    """A long runner is polled ever less often, up to max_interval_s; a change resets it."""
+    h = await harness(
+        [
+            {
+                "id": "job-1",
+                "timeline": [
+                    {"at_s": 0, "status": "Running"},
+                    {"at_s": 300, "status": "Succeeded"},
+                ],
+            }
+        ]
+    )
+    waits = []
+    for _ in range(7):
+        await h.scheduler.poll_due()
+        wait = h.scheduler.next_due_in_s()
+        assert wait is not None
+        waits.append(round(wait, 3))
+        h.advance(wait)
+    assert waits == [10, 15, 22.5, 33.75, 50.625, 60, 60]
+    h.advance(300 - h.clock.now_s)
+    await h.scheduler.poll_due()
+    assert h.scheduler.active_count == 0  # terminal with its final event: polled no more
+    assert h.types()[-1] == TransitionType.STATUS_CHANGED.value
+
+
+async def test_throttling_backs_off_at_least_retry_after(harness: MakeHarness) -> None:
+    """A 429 with Retry-After: 7 is not polled again for at least 7 s."""
+    h = await harness(
+        [{"id": "job-1", "timeline": RUNNING}],
+        faults=[{"kind": "http_error", "status": 429, "retry_after_s": 7}],
+        backoff_base_s=0.5,
+    )
+    assert await h.scheduler.poll_due() == [PollOutcome.FAILED]
+    wait = h.scheduler.next_due_in_s()
+    assert wait is not None
+    assert wait >= 7
+
+
+async def test_retryable_errors_back_off_exponentially(harness: MakeHarness) -> None:
+    """Consecutive 500s are retried under a ceiling that doubles each time (full jitter)."""
+    h = await harness(
+        [{"id": "job-1", "timeline": RUNNING}],
+        faults=[{"kind": "http_error", "status": 500}],
+        backoff_base_s=1,
+        backoff_cap_s=16,
+        failure_threshold=100,
+    )
+    waits = []
+    for _ in range(8):
+        assert await h.scheduler.poll_due() == [PollOutcome.FAILED]
+        wait = h.scheduler.next_due_in_s()
+        assert wait is not None
+        waits.append(wait)
+        h.advance(wait)
+    ceilings = [min(16, 2**n) for n in range(8)]
+    assert all(0 <= w <= c for w, c in zip(waits, ceilings, strict=True))
+    assert max(waits[4:]) > 2  # the ceiling really grew
+
+
+async def test_poll_failing_once_then_recovered(harness: MakeHarness) -> None:
+    """Failures past the threshold emit poll_failing once; the first success emits recovered."""
+    h = await harness(
+        [{"id": "job-1", "timeline": RUNNING}],
+        faults=[{"kind": "http_error", "status": 503, "from_s": 5, "until_s": 200}],
+        failure_threshold=3,
+        backoff_base_s=1,
+        backoff_cap_s=10,
+    )
+    await h.scheduler.poll_due()
+    h.advance(5)
+    for _ in range(8):
+        await h.step()
+    assert h.types().count(TransitionType.POLL_FAILING.value) == 1
+    h.advance(200 - h.clock.now_s)
+    await h.step()
+    assert h.types()[-1] == TransitionType.POLL_RECOVERED.value
+
+
+async def test_not_found_grace_report_then_slow_then_forget(harness: MakeHarness) -> None:
+    """Not found is retried, reported once, polled slowly, and forgotten after forget_after_s."""
+    h = await harness(
+        [{"id": "late-1", "appears_at_s": None}],
+        not_found_retries=3,
+        forget_after_s=1000,
+    )
+    for _ in range(2):
+        await h.step()
+    assert h.types() == []
+    await h.step()
+    assert h.types() == [TransitionType.NOT_FOUND.value]
+    assert h.scheduler.next_due_in_s() == pytest.approx(60)  # slow after reporting
+    while h.scheduler.active_count:
+        await h.step()
+    assert h.clock.now_s > 1000
+    assert h.types() == [TransitionType.NOT_FOUND.value]
+
+
+async def test_a_late_invocation_is_still_caught(harness: MakeHarness) -> None:
+    """One that appears after not_found was reported is still followed to its end."""
+    h = await harness(
+        [{"id": "late-1", "appears_at_s": 100, "timeline": [{"at_s": 100, "status": "Failed"}]}],
+        not_found_retries=2,
+    )
+    while h.scheduler.active_count:
+        await h.step()
+    assert h.types() == [
+        TransitionType.NOT_FOUND.value,
+        TransitionType.EVENT.value,
+        TransitionType.STATUS_CHANGED.value,
+    ]
+
+
+async def test_auth_failure_is_reported_once(harness: MakeHarness) -> None:
+    """Bad credentials: one fc_auth_failed line for all invocations and polls, no transitions."""
+    h = await harness(
+        [{"id": f"job-{i}", "timeline": RUNNING} for i in range(5)],
+        credentials=Credentials(ACCESS_KEY_ID, "wrong-secret"),
+    )
+    with capture_logs() as logs:
+        for _ in range(3):
+            await h.step()
+    assert [entry["event"] for entry in logs].count("fc_auth_failed") == 1
+    assert "wrong-secret" not in repr(logs)
+    assert h.types() == []
+
+
+async def test_unchanged_poll_writes_nothing(harness: MakeHarness, tmp_path: Path) -> None:
+    """After the first poll, identical bodies touch neither the DB nor its WAL."""
+    h = await harness([{"id": "job-1", "timeline": RUNNING}])
+    await h.scheduler.poll_due()
+    changes = h.store._db.total_changes
+    files = {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in tmp_path.glob("state-0.db*")}
+    for _ in range(5):
+        assert await h.step() == [PollOutcome.UNCHANGED]
+    assert h.store._db.total_changes == changes
+    assert {
+        p: (p.stat().st_size, p.stat().st_mtime_ns) for p in tmp_path.glob("state-0.db*")
+    } == files
+
+
+async def test_concurrency_cap_is_respected(harness: MakeHarness) -> None:
+    """With concurrency 4, at most 4 requests are in flight at the emulator."""
+    h = await harness(
+        [{"id": f"job-{i}", "timeline": RUNNING} for i in range(20)],
+        faults=[{"kind": "latency", "latency_ms": 50}],
+        concurrency=4,
+    )
+    outcomes = await h.scheduler.poll_due()
+    assert len(outcomes) == 20
+    assert h.emu.stats["max_inflight"] == 4
+
+
+def test_token_bucket_spaces_requests() -> None:
+    """At 5 requests/s, a burst of 5 passes, then each request waits a fifth of a second more."""
+    clock = FakeClock()
+    bucket = TokenBucket(5, clock)
+    delays = [bucket.delay_s() for _ in range(8)]
+    assert delays[:5] == [0, 0, 0, 0, 0]
+    assert delays[5:] == pytest.approx([0.2, 0.4, 0.6])
+    clock.now_s += 10
+    assert bucket.delay_s() == 0
+
+
+async def test_restart_resumes_from_the_store(harness: MakeHarness, tmp_path: Path) -> None:
+    """A finished invocation is not polled again after a restart; a running one is."""
+    h = await harness(
+        [
+            {"id": "done-1", "timeline": [{"at_s": 0, "status": "Succeeded"}]},
+            {"id": "run-1", "timeline": RUNNING},
+        ]
+    )
+    await h.scheduler.poll_due()
+    again = Scheduler(
+        [Tracked(ref=InvocationRef(FN, i), labels={}) for i in ("done-1", "run-1")],
+        h.store.load_snapshots(),
+        client=h.client,
+        store=h.store,
+        sink_names=["log"],
+        settings=PollSettings(),
+        clock=h.clock,
+    )
+    assert again.active_count == 1
