@@ -33,16 +33,11 @@ _log = structlog.get_logger("watcher.service")
 def credential_source(config: Config) -> CredentialSource:
     """Explicit keys from the config, or else Alibaba Cloud's default chain."""
     fc = config.fc
-    if fc.access_key_id is not None and fc.access_key_secret is not None:
-        token = fc.security_token.get_secret_value() if fc.security_token else None
-        return StaticCredentialSource(
-            Credentials(
-                fc.access_key_id.get_secret_value(),
-                fc.access_key_secret.get_secret_value(),
-                token or None,
-                provider="config",
-            )
-        )
+    key_id = fc.access_key_id.get_secret_value() if fc.access_key_id else ""
+    secret = fc.access_key_secret.get_secret_value() if fc.access_key_secret else ""
+    token = fc.security_token.get_secret_value() if fc.security_token else ""
+    if key_id and secret:  # empty values (e.g. ${VAR:-}) mean "not given"
+        return StaticCredentialSource(Credentials(key_id, secret, token or None, "config"))
     return DefaultChainCredentialSource()
 
 

@@ -200,3 +200,33 @@ async def test_sigkill_at_random_moments_loses_and_invents_nothing(
     assert {tid: next(iter(v)) for tid, v in seen.items()} == facts
     redelivered = sum(1 for e in transitions_in(read_log(logs))) - len(seen)
     print(f"kills={kills} transitions={len(facts)} same-id re-deliveries={redelivered}")
+
+
+async def test_sigterm_cancels_polls_past_the_stop_bound(
+    start_emulator: EmulatorFactory, tmp_path: Path
+) -> None:
+    """Polls still in flight after stop_timeout_s are cancelled and counted; exit is 0."""
+    emu = await start_emulator(
+        invocations=SCRIPT, faults=[{"kind": "latency", "latency_ms": 30_000}]
+    )
+    config = write_config(tmp_path, emu.url, IDS, poll={"stop_timeout_s": 0.3, "interval_s": 0.05})
+    log = tmp_path / "run.log"
+    process = await run_cli("run", "-c", str(config), stdout=log)
+    await wait_until(lambda: emu.stats.get("max_inflight", 0) >= len(IDS), "polls in flight")
+    assert await stop(process) == 0
+    stopped = [e for e in read_log([log]) if e["event"] == "polls_stopped"]
+    assert stopped == [stopped[0]]
+    assert stopped[0]["cancelled"] == len(IDS)
+
+
+async def test_second_sigint_exits_at_once(start_emulator: EmulatorFactory, tmp_path: Path) -> None:
+    """A second Ctrl-C does not wait for the stop bound: exit 130."""
+    emu = await start_emulator(
+        invocations=SCRIPT, faults=[{"kind": "latency", "latency_ms": 30_000}]
+    )
+    config = write_config(tmp_path, emu.url, IDS, poll={"stop_timeout_s": 60})
+    process = await run_cli("run", "-c", str(config), stdout=tmp_path / "run.log")
+    await wait_until(lambda: emu.stats.get("max_inflight", 0) >= len(IDS), "polls in flight")
+    process.send_signal(signal.SIGINT)
+    await asyncio.sleep(0.3)
+    assert await stop(process, signal.SIGINT) == 130

@@ -224,3 +224,15 @@ def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     """A config path that does not exist is one line and 78."""
     assert main(["check", "-c", str(tmp_path / "none.yaml")]) == EXIT_CONFIG
     assert "cannot read the file" in capsys.readouterr().err
+
+
+def test_bundled_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """config/watcher.example.yaml loads; its empty key variables fall back to the default chain."""
+    from watcher.fc.credentials import DefaultChainCredentialSource
+    from watcher.service import credential_source
+
+    for name in ("ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    loaded = load_config(Path(__file__).parents[2] / "config" / "watcher.example.yaml")
+    assert len(loaded.tracked) == 5
+    assert isinstance(credential_source(loaded.config), DefaultChainCredentialSource)

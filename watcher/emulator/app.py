@@ -324,7 +324,10 @@ class Emulator:
         return f"http://{self._host}:{self.port}"
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app.build(), access_log=None, handle_signals=False)
+        # In-flight handlers (say, an injected 30 s latency) must not hold up a stop.
+        self._runner = web.AppRunner(
+            self.app.build(), access_log=None, handle_signals=False, shutdown_timeout=0.5
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
         await site.start()
