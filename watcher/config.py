@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from watcher.delivery_config import SINK_TYPES, LogSinkSettings, Route, SinkSettings
 from watcher.fc.client import SignatureScheme, resolve_endpoint
 from watcher.fc.errors import InvalidIdentifierError
 from watcher.fc.models import Api, FunctionRef, InvocationRef, validate_identifier
@@ -163,22 +164,15 @@ class WatchEntry(_Section):
         return FunctionRef(self.api, self.function, self.service, self.qualifier)
 
 
-class LogSinkSettings(_Section):
-    """Every routed transition as one structlog event."""
-
-    name: str = Field("log", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    type: Literal["log"]
-    level: Literal["debug", "info", "warning", "error"] = "info"
-
-
-SinkSettings = LogSinkSettings
-
-
 class LogSettings(_Section):
     """The process's own logging."""
 
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
+
+
+def _default_sinks() -> list[SinkSettings]:
+    return [LogSinkSettings(type="log")]
 
 
 class Config(_Section):
@@ -188,9 +182,9 @@ class Config(_Section):
     state: StateSettings
     poll: PollSettings = PollSettings()
     watch: list[WatchEntry] = Field(min_length=1)
-    sinks: list[SinkSettings] = Field(
-        default_factory=lambda: [LogSinkSettings(type="log")], min_length=1
-    )
+    sinks: list[SinkSettings] = Field(default_factory=lambda: _default_sinks(), min_length=1)
+    routes: list[Route] = Field(default_factory=list)
+    """Checked in order; none at all sends every transition to the log sinks."""
     log: LogSettings = LogSettings()
 
 
@@ -272,6 +266,8 @@ def _pydantic_problems(exc: ValidationError, lines: dict[tuple[Any, ...], int]) 
     for error in exc.errors():
         # pydantic adds tagged-union and validator names to loc; keep the YAML path only.
         loc = tuple(error["loc"])
+        if len(loc) > 2 and loc[0] == "sinks" and loc[2] in SINK_TYPES:
+            loc = loc[:2] + loc[3:]  # pydantic names the union member; the YAML does not
         line = None
         for depth in range(len(loc), -1, -1):
             line = lines.get(loc[:depth])
@@ -350,6 +346,18 @@ def _check_sinks(config: Config, problems: list[str]) -> None:
         if sink.name in seen:
             problems.append(f"sinks[{index}].name: {sink.name!r} is used by another sink")
         seen.add(sink.name)
+    for index, route in enumerate(config.routes):
+        for position, name in enumerate(route.sinks):
+            if name not in seen:
+                problems.append(
+                    f"routes[{index}].sinks[{position}]: no sink is named {name!r} "
+                    f"(sinks: {', '.join(sorted(seen))})"
+                )
+    if not config.routes and not any(sink.type == "log" for sink in config.sinks):
+        problems.append(
+            "routes: with no routes, transitions go to log sinks only, and there is none; "
+            "add a route to your sinks, or a sink of type log"
+        )
 
 
 def load_config(path: Path, env: dict[str, str] | None = None) -> LoadedConfig:

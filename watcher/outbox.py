@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import structlog
 
 from watcher.retry import backoff_s
-from watcher.sinks import Sink, SinkError
+from watcher.sinks import Outgoing, Sink, SinkError
 from watcher.store import OutboxRow, StateStore, StateStoreError
 
 _log = structlog.get_logger("watcher.outbox")
@@ -75,8 +75,11 @@ class Dispatcher:
         for event in self._wakeups.values():
             event.set()
 
-    async def deliver_due(self, sink_name: str) -> tuple[int, int | None]:
-        """One pass for one sink. Returns (rows handled, ms until the next pending row is due)."""
+    async def deliver_due(self, sink_name: str, *, flush: bool = False) -> tuple[int, int | None]:
+        """One pass for one sink. Returns (rows handled, ms until the next pending row is due).
+
+        ``flush`` skips the grouping wait (for ``once`` and shutdown), never the rate limit.
+        """
         sink = self._sinks[sink_name]
         handled = 0
         while True:
@@ -86,13 +89,25 @@ class Dispatcher:
             if not batch:
                 waits = [row.next_attempt_ms - now_ms for row in rows]
                 return handled, (max(0, min(waits)) if waits else None)
+            hold_ms = self._hold_ms(sink, batch[0], now_ms, flush)
+            if hold_ms > 0:
+                return handled, hold_ms
             await self._send(sink, batch)
             handled += len(batch)
+
+    @staticmethod
+    def _hold_ms(sink: Sink, oldest: OutboxRow, now_ms: int, flush: bool) -> int:
+        """How long to hold a batch: the sink's rate window, then its grouping wait."""
+        rate_ms = int(sink.wait_s() * 1000)
+        group_ms = 0
+        if sink.group_wait_s and oldest.attempts == 0 and not flush:
+            group_ms = oldest.created_ms + int(sink.group_wait_s * 1000) - now_ms
+        return max(rate_ms, group_ms)
 
     async def _send(self, sink: Sink, batch: list[OutboxRow]) -> None:
         seqs = [row.seq for row in batch]
         try:
-            await sink.send([row.transition for row in batch])
+            await sink.send([Outgoing(r.transition, r.severity, r.template) for r in batch])
         except SinkError as exc:
             self._failed(sink.name, batch, exc)
             return
@@ -135,7 +150,7 @@ class Dispatcher:
 
     async def drain(self) -> None:
         """Deliver everything due now on every sink, concurrently (for ``once``)."""
-        await asyncio.gather(*(self.deliver_due(name) for name in self._sinks))
+        await asyncio.gather(*(self.deliver_due(name, flush=True) for name in self._sinks))
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until ``stop`` is set; one concurrent loop per sink."""

@@ -27,12 +27,15 @@ from watcher import diff as decide
 from watcher.config import PollSettings, Tracked
 from watcher.fc.errors import AuthError, FcError, NotFoundError, ThrottledError
 from watcher.fc.models import TERMINAL_STATUSES, InvocationRef, parse_invocation
-from watcher.model import Snapshot
+from watcher.model import Snapshot, Transition
 from watcher.retry import adapt_interval_s, backoff_s, jittered_s
-from watcher.router import route
+from watcher.router import Target
 from watcher.store import StateStore, StateStoreError
 
 _log = structlog.get_logger("watcher.scheduler")
+
+Router = Callable[[Sequence[Transition]], Mapping[str, Sequence[Target]]]
+"""Decides, for committed transitions, which sinks get them (``watcher.router.route``)."""
 
 
 class Clock(Protocol):
@@ -131,7 +134,7 @@ class Scheduler:
         *,
         client: InvocationSource,
         store: StateStore,
-        sink_names: Sequence[str],
+        router: Router,
         settings: PollSettings,
         on_commit: Callable[[], None] = lambda: None,
         clock: Clock | None = None,
@@ -139,7 +142,7 @@ class Scheduler:
     ) -> None:
         self._client = client
         self._store = store
-        self._sink_names = list(sink_names)
+        self._router = router
         self._settings = settings
         self._on_commit = on_commit
         self._clock = clock or SystemClock()
@@ -318,7 +321,7 @@ class Scheduler:
                 state.ref,
                 result.snapshot,
                 transitions=result.transitions,
-                routes=route(result.transitions, self._sink_names),
+                routes=self._router(result.transitions),
                 now_ms=self._clock.wall_ms(),
             )
         except StateStoreError as exc:

@@ -8,6 +8,7 @@ can within the stop bound and closes everything. Signal handlers only set an eve
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 
 import aiohttp
@@ -22,9 +23,10 @@ from watcher.fc.credentials import (
     StaticCredentialSource,
 )
 from watcher.outbox import Dispatcher
+from watcher.router import route
 from watcher.scheduler import Clock, PollOutcome, Scheduler, SystemClock
 from watcher.sinks import Sink
-from watcher.sinks.registry import build_sinks
+from watcher.sinks.registry import build_sinks, delivery_policies
 from watcher.store import StateStore
 
 _log = structlog.get_logger("watcher.service")
@@ -94,14 +96,17 @@ class Watcher:
             timeout_s=config.fc.timeout_s,
             max_body_bytes=config.fc.max_body_bytes,
         )
-        self._sinks = build_sinks(config.sinks)
-        self._dispatcher = Dispatcher(self._store, self._sinks, rng=self._rng)
+        self._sinks = build_sinks(config.sinks, self._session, config.fc.region)
+        self._dispatcher = Dispatcher(
+            self._store, self._sinks, delivery_policies(config.sinks), rng=self._rng
+        )
+        log_sinks = [sink.name for sink in config.sinks if sink.type == "log"]
         self._scheduler = Scheduler(
             self._loaded.tracked,
             snapshots,
             client=client,
             store=self._store,
-            sink_names=list(self._sinks),
+            router=functools.partial(route, routes=config.routes, log_sinks=log_sinks),
             settings=config.poll,
             on_commit=self._dispatcher.wake,
             clock=self._clock,

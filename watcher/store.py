@@ -21,6 +21,7 @@ from typing import IO, Any
 
 from watcher.fc.models import InvocationRef
 from watcher.model import Snapshot, Transition
+from watcher.router import Target
 
 _SNAPSHOT_FIELDS = tuple(f.name for f in fields(Snapshot))
 _BOOL_FIELDS = frozenset(f.name for f in fields(Snapshot) if f.type in ("bool", bool))
@@ -69,6 +70,11 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX outbox_pending ON outbox (sink, state, seq)",
     ),
+    # Version 2: how a route wants a delivery presented.
+    (
+        "ALTER TABLE outbox ADD COLUMN severity TEXT NOT NULL DEFAULT 'info'",
+        "ALTER TABLE outbox ADD COLUMN template TEXT",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -87,6 +93,8 @@ class OutboxRow:
     attempts: int
     next_attempt_ms: int
     created_ms: int
+    severity: str = "info"
+    template: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,12 +271,12 @@ class StateStore:
         snapshot: Snapshot,
         *,
         transitions: Sequence[Transition],
-        routes: Mapping[str, Sequence[str]],
+        routes: Mapping[str, Sequence[Target]],
         now_ms: int,
     ) -> list[Transition]:
         """Write a snapshot, its transitions and their outbox rows in one transaction.
 
-        ``routes`` maps a transition id to the sinks it goes to. Returns the transitions that
+        ``routes`` maps a transition id to its delivery targets. Returns the transitions that
         were new; one already in the log (re-derived after a crash) is not inserted again.
         """
         key = ref.key
@@ -305,10 +313,11 @@ class StateStore:
                     fresh.append(transition)
                     self._db.executemany(
                         "INSERT OR IGNORE INTO outbox (transition_id, invocation_key, sink, "
-                        "created_ms, next_attempt_ms) VALUES (?, ?, ?, ?, ?)",
+                        "created_ms, next_attempt_ms, severity, template) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
                         [
-                            (transition.id, key, sink, now_ms, now_ms)
-                            for sink in routes.get(transition.id, ())
+                            (transition.id, key, t.sink, now_ms, now_ms, t.severity, t.template)
+                            for t in routes.get(transition.id, ())
                         ],
                     )
                 self._db.execute("COMMIT")
@@ -334,7 +343,8 @@ class StateStore:
         try:
             rows = self._db.execute(
                 "SELECT o.seq, o.invocation_key, o.attempts, o.next_attempt_ms, o.created_ms, "
-                "t.data FROM outbox o JOIN transitions t ON t.id = o.transition_id "
+                "o.severity, o.template, t.data "
+                "FROM outbox o JOIN transitions t ON t.id = o.transition_id "
                 "WHERE o.sink = ? AND o.state = 'pending' ORDER BY o.seq LIMIT ?",
                 (sink, limit),
             ).fetchall()
@@ -348,6 +358,8 @@ class StateStore:
                 attempts=row["attempts"],
                 next_attempt_ms=row["next_attempt_ms"],
                 created_ms=row["created_ms"],
+                severity=row["severity"],
+                template=row["template"],
             )
             for row in rows
         ]

@@ -189,6 +189,10 @@ async def test_sigkill_at_random_moments_loses_and_invents_nothing(
             process = await start()
         await wait_until(lambda r=reached: committed(tmp_path / "state.db") == r, f"state at t={t}")
     await wait_until(lambda: pending_outbox(tmp_path / "state.db") == 0, "outbox drained")
+    await wait_until(
+        lambda: any(e["event"] == "watcher_started" for e in read_log(logs[-1:])),
+        "the last restart to be up",
+    )
     assert await stop(process) == 0
 
     seen: dict[str, set[tuple[Any, ...]]] = defaultdict(set)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -17,11 +18,13 @@ from watcher.fc.client import FcClient
 from watcher.fc.credentials import Credentials
 from watcher.fc.models import Api, FunctionRef, InvocationRef
 from watcher.model import TransitionType
+from watcher.router import route
 from watcher.scheduler import PollOutcome, Scheduler, TokenBucket
 from watcher.store import StateStore
 
 FN = FunctionRef(Api.FC2, "demo-function", "demo-service", "LATEST")
 WALL_BASE_MS = 1_795_680_000_000
+LOG_ONLY = functools.partial(route, routes=[], log_sinks=["log"])
 
 
 class FakeClock:
@@ -101,7 +104,7 @@ async def harness(
             store.load_snapshots(),
             client=client,
             store=store,
-            sink_names=["log"],
+            router=LOG_ONLY,
             settings=settings,
             clock=clock,
             rng=random.Random(1),
@@ -309,7 +312,7 @@ async def test_restart_resumes_from_the_store(harness: MakeHarness, tmp_path: Pa
         h.store.load_snapshots(),
         client=h.client,
         store=h.store,
-        sink_names=["log"],
+        router=LOG_ONLY,
         settings=PollSettings(),
         clock=h.clock,
     )

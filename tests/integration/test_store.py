@@ -9,6 +9,7 @@ import pytest
 
 from watcher import diff as decide
 from watcher.fc.models import Api, FunctionRef, Invocation, InvocationRef
+from watcher.router import Target
 from watcher.status import render_status
 from watcher.store import SCHEMA_VERSION, StateStore, StateStoreError
 
@@ -31,7 +32,7 @@ def _commit(
         REF,
         result.snapshot,
         transitions=result.transitions,
-        routes={t.id: list(sinks) for t in result.transitions},
+        routes={t.id: [Target(sink) for sink in sinks] for t in result.transitions},
         now_ms=1000,
     )
     return [t.id for t in fresh]

@@ -171,7 +171,7 @@ MALFORMED = [
         "already tracked by watch[0].invocations[0]",
     ),
     ("missing-ids-file", BASE.replace("ids.txt", "nope.txt"), "cannot read"),
-    ("bad-sink-type", BASE.replace("type: log", "type: carrier-pigeon"), "sinks[0].type"),
+    ("bad-sink-type", BASE.replace("type: log", "type: carrier-pigeon"), "sinks[0]: Input tag"),
     ("duplicate-sink", BASE + "  - name: log\n    type: log\n", "used by another sink"),
     ("labels-not-map", BASE.replace("{team: data}", "[team]"), "watch[0].labels"),
     ("bad-endpoint", BASE.replace("http://127.0.0.1:9000", "ftp://x"), "fc.endpoint"),

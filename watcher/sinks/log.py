@@ -13,6 +13,7 @@ import structlog
 
 from watcher.fc.models import Status
 from watcher.model import Transition, TransitionType
+from watcher.sinks import Outgoing
 
 _ALARMING_STATUSES = frozenset({Status.FAILED, Status.EXPIRED, Status.INVALID, Status.STOPPED})
 _ALARMING_TYPES = frozenset({TransitionType.NOT_FOUND, TransitionType.POLL_FAILING})
@@ -61,6 +62,7 @@ class LogSink:
     """Logs every transition it is given."""
 
     max_batch = 500
+    group_wait_s = 0.0
 
     def __init__(self, name: str = "log", level: str = "info") -> None:
         self.name = name
@@ -70,10 +72,13 @@ class LogSink:
     def __repr__(self) -> str:
         return f"LogSink(name={self.name!r})"
 
-    async def send(self, transitions: Sequence[Transition]) -> None:
-        for transition in transitions:
-            level = "warning" if is_alarming(transition) else self._level
-            getattr(self._log, level)("transition", **log_fields(transition))
+    def wait_s(self) -> float:
+        return 0.0
+
+    async def send(self, batch: Sequence[Outgoing]) -> None:
+        for item in batch:
+            level = "warning" if is_alarming(item.transition) else self._level
+            getattr(self._log, level)("transition", **log_fields(item.transition))
 
     async def close(self) -> None:
         return None
