@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -97,3 +99,60 @@ def make_client(
         scheme=scheme,
         **kwargs,
     )
+
+
+class Receiver:
+    """A real HTTP receiver on 127.0.0.1 that records requests and answers from a script."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        self.script: list[tuple[int, str, dict[str, str]]] = []
+        self.default: tuple[int, str, dict[str, str]] = (200, "ok", {})
+        self.delay_s = 0.0
+        self.url = ""
+        self._runner: Any = None
+
+    def answer(self, *replies: tuple[int, str] | tuple[int, str, dict[str, str]]) -> None:
+        """Queue replies for the next requests; afterwards the default answers."""
+        for reply in replies:
+            status, body, *rest = reply
+            self.script.append((status, body, rest[0] if rest else {}))
+
+    async def _handle(self, request: Any) -> Any:
+        from aiohttp import web
+
+        body = await request.read()
+        self.requests.append((str(request.rel_url), dict(request.headers), body))
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        status, text, headers = self.script.pop(0) if self.script else self.default
+        return web.Response(status=status, text=text, headers=headers)
+
+    async def start(self, port: int = 0) -> None:
+        from aiohttp import web
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def json_bodies(self) -> list[Any]:
+        return [json.loads(body) for _, _, body in self.requests]
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A started receiver, stopped after the test."""
+    started = Receiver()
+    await started.start()
+    yield started
+    await started.stop()

@@ -177,6 +177,26 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_redeliver(args: argparse.Namespace) -> int:
+    import time
+
+    from watcher.store import StateStore
+
+    loaded = _load(args)
+    names = {sink.name for sink in loaded.config.sinks}
+    if args.sink is not None and args.sink not in names:
+        raise UsageError(f"no sink is named {args.sink!r}; sinks: {', '.join(sorted(names))}")
+    store = StateStore.open(loaded.config.state.path, beside_daemon=True)
+    try:
+        count = store.redeliver(
+            sink=args.sink, transition_id=args.id, now_ms=int(time.time() * 1000)
+        )
+    finally:
+        store.close()
+    print(f"{count} dead letter(s) queued again; a running watcher sends them within a minute")
+    return EXIT_OK
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from watcher.demo import run_demo
 
@@ -211,6 +231,7 @@ def _parser() -> argparse.ArgumentParser:
         ("once", _cmd_once, "poll every tracked invocation once, emit, exit (1 if a poll failed)"),
         ("check", _cmd_check, "validate the config: exit 0, or 78 with every problem"),
         ("status", _cmd_status, "show tracked invocations and deliveries from the state DB"),
+        ("redeliver", _cmd_redeliver, "queue dead-lettered deliveries again"),
     ):
         command = commands.add_parser(name, help=text)
         command.add_argument(
@@ -219,6 +240,9 @@ def _parser() -> argparse.ArgumentParser:
         command.set_defaults(handler=handler)
         if name == "status":
             command.add_argument("--json", action="store_true", help="print JSON")
+        if name == "redeliver":
+            command.add_argument("--sink", help="only this sink's dead letters")
+            command.add_argument("--id", help="only this transition id")
 
     schema = commands.add_parser("schema", help="print the config's JSON Schema")
     schema.set_defaults(handler=_cmd_schema)

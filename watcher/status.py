@@ -51,10 +51,22 @@ def render_status(path: Path, *, as_json: bool, now_ms: int | None = None) -> st
     try:
         rows = [_row_dict(row) for row in store.invocation_rows()]
         outbox = store.outbox_counts()
+        dead = [
+            {
+                "sink": letter.sink,
+                "transitionId": letter.transition_id,
+                "type": letter.type,
+                "invocation": letter.invocation_key,
+                "attempts": letter.attempts,
+                "error": letter.last_error,
+                "deadMs": letter.dead_ms,
+            }
+            for letter in store.dead_letters()
+        ]
     finally:
         store.close()
     if as_json:
-        return json.dumps({"invocations": rows, "outbox": outbox}, indent=2)
+        return json.dumps({"invocations": rows, "outbox": outbox, "deadLetters": dead}, indent=2)
     header = ("INVOCATION", "STATUS", "LAST EVENT", "RETRIES", "LAST POLLED", "AGE")
     table = [header]
     for row in rows:
@@ -82,4 +94,11 @@ def render_status(path: Path, *, as_json: bool, now_ms: int | None = None) -> st
         "outbox: "
         + ", ".join(f"{outbox.get(state, 0)} {state}" for state in ("pending", "sent", "dead"))
     )
+    if dead:
+        lines.append("dead letters (re-send with: fc-watcher redeliver -c FILE):")
+        for letter in dead:
+            lines.append(
+                f"  {letter['sink']:<12} {letter['transitionId']}  {letter['type']:<26} "
+                f"{letter['invocation']}  after {letter['attempts']} attempt(s): {letter['error']}"
+            )
     return "\n".join(lines)

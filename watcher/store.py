@@ -98,6 +98,20 @@ class OutboxRow:
 
 
 @dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A delivery given up on: kept until redelivered."""
+
+    seq: int
+    sink: str
+    transition_id: str
+    invocation_key: str
+    attempts: int
+    last_error: str
+    dead_ms: int
+    type: str
+
+
+@dataclass(frozen=True, slots=True)
 class InvocationRow:
     """An invocation as ``fc-watcher status`` shows it."""
 
@@ -140,14 +154,23 @@ class StateStore:
         self._lock = lock
 
     @classmethod
-    def open(cls, path: Path, *, readonly: bool = False, busy_timeout_s: float = 5.0) -> StateStore:
+    def open(
+        cls,
+        path: Path,
+        *,
+        readonly: bool = False,
+        beside_daemon: bool = False,
+        busy_timeout_s: float = 5.0,
+    ) -> StateStore:
         """Open (creating and migrating if needed) the state DB at ``path``.
 
-        ``busy_timeout_s`` is how long a write waits for another process's lock.
+        ``beside_daemon`` opens an existing DB for small writes (``redeliver``) without the
+        daemon's lock: SQLite itself serialises the writes. ``busy_timeout_s`` is how long a
+        write waits for another process's transaction.
         """
-        if readonly and not path.exists():
+        if (readonly or beside_daemon) and not path.exists():
             raise StateStoreError(f"state DB {path} does not exist yet; run the watcher first")
-        lock = None if readonly else cls._take_lock(path)
+        lock = None if readonly or beside_daemon else cls._take_lock(path)
         db: sqlite3.Connection | None = None
         try:
             if readonly:
@@ -400,6 +423,43 @@ class StateStore:
                 raise
         except sqlite3.Error as exc:
             raise _explain(self.path, exc) from None
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The most recent dead-lettered rows."""
+        try:
+            rows = self._db.execute(
+                "SELECT o.seq, o.sink, o.transition_id, o.invocation_key, o.attempts, "
+                "o.last_error, o.done_ms, t.type FROM outbox o "
+                "JOIN transitions t ON t.id = o.transition_id "
+                "WHERE o.state = 'dead' ORDER BY o.seq DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise _explain(self.path, exc) from None
+        return [DeadLetter(*row) for row in rows]
+
+    def redeliver(self, *, sink: str | None, transition_id: str | None, now_ms: int) -> int:
+        """Put dead rows (all, or of one sink, or of one transition) back in the queue."""
+        sql = (
+            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_ms = ?, "
+            "created_ms = ?, done_ms = 0 WHERE state = 'dead'"
+        )
+        params: list[Any] = [now_ms, now_ms]
+        if sink is not None:
+            sql += " AND sink = ?"
+            params.append(sink)
+        if transition_id is not None:
+            sql += " AND transition_id = ?"
+            params.append(transition_id)
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            cursor = self._db.execute(sql, params)
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise _explain(self.path, exc) from None
+        return int(cursor.rowcount)
 
     def outbox_counts(self) -> dict[str, int]:
         """Rows by state."""

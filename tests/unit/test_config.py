@@ -175,6 +175,34 @@ MALFORMED = [
     ("duplicate-sink", BASE + "  - name: log\n    type: log\n", "used by another sink"),
     ("labels-not-map", BASE.replace("{team: data}", "[team]"), "watch[0].labels"),
     ("bad-endpoint", BASE.replace("http://127.0.0.1:9000", "ftp://x"), "fc.endpoint"),
+    (
+        "route-to-nowhere",
+        BASE + "routes:\n  - sinks: [pager]\n",
+        "routes[0].sinks[0]: no sink is named 'pager'",
+    ),
+    (
+        "bad-template",
+        BASE + "routes:\n  - sinks: [log]\n    template: '{oops}'\n",
+        "unknown field(s) oops",
+    ),
+    (
+        "bad-whsec",
+        BASE + "  - name: hook\n    type: webhook\n    url: http://x\n    secret: abc\n",
+        "starts with 'whsec_'",
+    ),
+    (
+        "webhook-no-url",
+        BASE + "  - name: hook\n    type: webhook\n",
+        "sinks[1].url: Field required",
+    ),
+    (
+        "no-log-no-routes",
+        BASE.replace(
+            "  - name: log\n    type: log\n",
+            "  - name: hook\n    type: webhook\n    url: http://x\n",
+        ),
+        "with no routes",
+    ),
 ]
 
 
