@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 from watcher.model import TransitionType
 
@@ -17,6 +25,19 @@ SinkName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _http_url(value: SecretStr) -> SecretStr:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value.get_secret_value())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        # The URL may hold a token: say what is wrong without echoing it.
+        raise ValueError("must be an http:// or https:// URL with a host")
+    return value
+
+
+HttpUrl = Annotated[SecretStr, AfterValidator(_http_url)]
 
 
 class _Delivery(_Section):
@@ -33,7 +54,7 @@ class _Delivery(_Section):
 class _Chat(_Delivery):
     """Chat robots: transitions arriving within ``group_wait_s`` become one message."""
 
-    url: SecretStr
+    url: HttpUrl
     group_wait_s: float = Field(10.0, ge=0, le=3600)
     max_per_minute: int = Field(20, ge=1, le=10_000)
     max_group: int = Field(50, ge=1, le=500)
@@ -58,7 +79,7 @@ class WebhookSinkSettings(_Delivery):
     """A Standard Webhooks POST per transition."""
 
     type: Literal["webhook"]
-    url: SecretStr
+    url: HttpUrl
     secret: SecretStr | None = None
     """``whsec_`` + base64 of 24 to 64 random bytes."""
     headers: dict[str, SecretStr] = Field(default_factory=dict)
@@ -116,7 +137,7 @@ class AlertmanagerSinkSettings(_Delivery):
     """Alerts pushed to Alertmanager's ``/api/v2/alerts``."""
 
     type: Literal["alertmanager"]
-    url: SecretStr
+    url: HttpUrl
     """The Alertmanager base URL, e.g. http://127.0.0.1:9093."""
     ends_after_s: float = Field(3600.0, gt=0)
     """Alerts get a finite endsAt this long after they start: a failure is an event."""

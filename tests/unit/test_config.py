@@ -191,6 +191,11 @@ MALFORMED = [
         "starts with 'whsec_'",
     ),
     (
+        "sink-url-not-http",
+        BASE + "  - name: hook\n    type: webhook\n    url: 'file:///etc/passwd'\n",
+        "sinks[1].url: must be an http",
+    ),
+    (
         "webhook-no-url",
         BASE + "  - name: hook\n    type: webhook\n",
         "sinks[1].url: Field required",
