@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from watcher.metrics import Metrics
 from watcher.retry import backoff_s
 from watcher.sinks import Outgoing, Sink, SinkError
 from watcher.store import OutboxRow, StateStore, StateStoreError
@@ -61,6 +62,7 @@ class Dispatcher:
         wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
         rng: random.Random | None = None,
         scan_limit: int = 1000,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._sinks = dict(sinks)
@@ -68,6 +70,7 @@ class Dispatcher:
         self._wall_ms = wall_ms
         self._rng = rng or random.Random()
         self._scan_limit = scan_limit
+        self._metrics = metrics
         self._wakeups = {name: asyncio.Event() for name in self._sinks}
 
     def wake(self) -> None:
@@ -112,7 +115,12 @@ class Dispatcher:
             self._failed(sink.name, batch, exc)
             return
         self._store.mark_sent(seqs, self._wall_ms())
+        self._count(sink.name, "sent", len(batch))
         _log.debug("delivered", sink=sink.name, count=len(batch))
+
+    def _count(self, sink_name: str, result: str, amount: int = 1) -> None:
+        if self._metrics is not None:
+            self._metrics.deliveries.labels(sink_name, result).inc(amount)
 
     def _failed(self, sink_name: str, batch: list[OutboxRow], error: SinkError) -> None:
         policy = self._policies.get(sink_name, DeliveryPolicy())
@@ -122,6 +130,7 @@ class Dispatcher:
             too_old = now_ms - row.created_ms > policy.max_age_s * 1000
             if not error.retryable or too_old:
                 self._store.mark_dead([row.seq], now_ms, reason)
+                self._count(sink_name, "dead")
                 _log.error(
                     "delivery_dead",
                     sink=sink_name,
@@ -139,6 +148,7 @@ class Dispatcher:
                 retry_after_s=error.retry_after_s,
             )
             self._store.mark_retry([row.seq], now_ms + int(delay_s * 1000), reason)
+            self._count(sink_name, "retry")
             _log.warning(
                 "delivery_retrying",
                 sink=sink_name,

@@ -27,6 +27,7 @@ from watcher import diff as decide
 from watcher.config import PollSettings, Tracked
 from watcher.fc.errors import AuthError, FcError, NotFoundError, ThrottledError
 from watcher.fc.models import TERMINAL_STATUSES, InvocationRef, parse_invocation
+from watcher.metrics import Metrics
 from watcher.model import Snapshot, Transition
 from watcher.retry import adapt_interval_s, backoff_s, jittered_s
 from watcher.router import Target
@@ -139,6 +140,7 @@ class Scheduler:
         on_commit: Callable[[], None] = lambda: None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._client = client
         self._store = store
@@ -147,6 +149,7 @@ class Scheduler:
         self._on_commit = on_commit
         self._clock = clock or SystemClock()
         self._rng = rng or random.Random()
+        self._metrics = metrics
         self._semaphore = asyncio.Semaphore(settings.concurrency)
         self._bucket = (
             TokenBucket(settings.rate_limit_per_s, self._clock)
@@ -232,10 +235,12 @@ class Scheduler:
         now = self._clock.monotonic()
         keys = []
         while self._queue and self._queue[0][0] <= now:
-            _, _, key, generation = heapq.heappop(self._queue)
+            due, _, key, generation = heapq.heappop(self._queue)
             state = self._states.get(key)
             if state is not None and state.generation == generation and not state.done:
                 keys.append(key)
+                if self._metrics is not None:
+                    self._metrics.scheduling_lag.observe(now - due)
         return keys
 
     # -- one poll --------------------------------------------------------------------------
@@ -250,6 +255,8 @@ class Scheduler:
                     await asyncio.sleep(delay)
             outcome, retry_after_s = await self._fetch_and_commit(state)
         self.outcomes[outcome] += 1
+        if self._metrics is not None:
+            self._metrics.polls.labels(outcome.value).inc()
         state.last_polled_ms = self._clock.wall_ms()
         if key in self._states:  # not dropped by a reload meanwhile
             self._reschedule(state, outcome, retry_after_s)
@@ -258,7 +265,12 @@ class Scheduler:
     async def _fetch_and_commit(self, state: _State) -> tuple[PollOutcome, float | None]:
         ref = state.ref
         try:
-            body = await self._client.get_invocation_body(ref)
+            started = time.perf_counter()
+            try:
+                body = await self._client.get_invocation_body(ref)
+            finally:
+                if self._metrics is not None:
+                    self._metrics.api_latency.observe(time.perf_counter() - started)
             digest = hashlib.blake2b(body, digest_size=16).digest()
             if digest == state.digest and not (state.snapshot and state.snapshot.failing):
                 self._auth_ok()
@@ -329,6 +341,9 @@ class Scheduler:
             return False
         state.snapshot = result.snapshot
         if fresh:
+            if self._metrics is not None:
+                for transition in fresh:
+                    self._metrics.transitions.labels(transition.type.value).inc()
             self._on_commit()
         return True
 

@@ -98,6 +98,16 @@ class OutboxRow:
 
 
 @dataclass(frozen=True, slots=True)
+class SinkBacklog:
+    """One sink's share of the outbox."""
+
+    sink: str
+    pending: int
+    dead: int
+    oldest_created_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class DeadLetter:
     """A delivery given up on: kept until redelivered."""
 
@@ -460,6 +470,17 @@ class StateStore:
                 self._db.execute("ROLLBACK")
             raise _explain(self.path, exc) from None
         return int(cursor.rowcount)
+
+    def outbox_by_sink(self) -> list[SinkBacklog]:
+        """Pending and dead rows per sink, with the oldest pending row's creation time."""
+        rows = self._db.execute(
+            "SELECT sink, SUM(state = 'pending'), SUM(state = 'dead'), "
+            "MIN(CASE WHEN state = 'pending' THEN created_ms END) FROM outbox GROUP BY sink"
+        ).fetchall()
+        return [
+            SinkBacklog(row[0], int(row[1] or 0), int(row[2] or 0), int(row[3] or 0))
+            for row in rows
+        ]
 
     def outbox_counts(self) -> dict[str, int]:
         """Rows by state."""
