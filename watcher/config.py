@@ -131,6 +131,10 @@ class PollSettings(_Section):
     """Stop polling an invocation that is still not found this long after the first try."""
     stop_timeout_s: float = Field(10.0, gt=0, le=600)
     """On SIGTERM, how long in-flight polls may take to finish and commit."""
+    stuck_after_s: float | None = Field(None, gt=0)
+    """Report ``invocation.stuck`` for one Enqueued, Dequeued or Running this long."""
+    stuck_repeat_s: float | None = Field(None, gt=0)
+    """Remind again at this interval while it stays stuck."""
 
     @model_validator(mode="after")
     def _ordered(self) -> PollSettings:
@@ -149,6 +153,9 @@ class WatchEntry(_Section):
     labels: dict[str, str] = Field(default_factory=dict)
     invocations: list[Identifier] = Field(default_factory=list)
     invocations_file: Path | None = None
+    stuck_after_s: float | None = Field(None, gt=0)
+    """Overrides ``poll.stuck_after_s`` for this entry."""
+    stuck_repeat_s: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _consistent(self) -> WatchEntry:
@@ -194,6 +201,8 @@ class Tracked:
 
     ref: InvocationRef
     labels: dict[str, str]
+    stuck_after_s: float | None = None
+    stuck_repeat_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,7 +344,12 @@ def _expand(config: Config, base_dir: Path, problems: list[str]) -> tuple[Tracke
                         f"{id_where}: {value!r} is already tracked by {origin[ref.key]}"
                     )
                 continue
-            tracked[ref.key] = Tracked(ref=ref, labels=dict(entry.labels))
+            tracked[ref.key] = Tracked(
+                ref=ref,
+                labels=dict(entry.labels),
+                stuck_after_s=entry.stuck_after_s or config.poll.stuck_after_s,
+                stuck_repeat_s=entry.stuck_repeat_s or config.poll.stuck_repeat_s,
+            )
             origin[ref.key] = id_where
     return tuple(tracked.values())
 

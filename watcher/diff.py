@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from watcher.fc.models import Invocation, InvocationEvent, InvocationRef
+from watcher.fc.models import Invocation, InvocationEvent, InvocationRef, Status
 from watcher.model import InvocationSummary, Snapshot, Transition, TransitionType, transition_id
 
 
@@ -107,6 +107,12 @@ def diff(
             )
         )
     last_event = events[-1] if events else None
+    status_since_ms = before.status_since_ms
+    stuck_reported = before.stuck_reported
+    if before.status != current.status:
+        matching = [e.timestamp_ms for e in current.events if e.status == current.status]
+        status_since_ms = max(matching) if matching and max(matching) > 0 else observed_ms
+        stuck_reported = 0
     after = replace(
         before,
         status=current.status,
@@ -121,6 +127,8 @@ def diff(
         not_found_count=0,
         not_found_reported=False,
         failing=False,
+        status_since_ms=status_since_ms,
+        stuck_reported=stuck_reported,
     )
     return _result(before, after, transitions, observed_ms)
 
@@ -192,6 +200,41 @@ def poll_failed(
     )
     after = replace(before, failing=True, failing_episode=episode)
     return _result(before, after, [transition], observed_ms)
+
+
+STUCK_STATUSES = frozenset({Status.ENQUEUED, Status.DEQUEUED, Status.RUNNING})
+
+
+def stuck(
+    previous: Snapshot | None,
+    *,
+    ref: InvocationRef,
+    now_ms: int,
+    stuck_after_s: float,
+    repeat_s: float | None,
+    labels: Mapping[str, str] | None = None,
+) -> DiffResult:
+    """Report an invocation that stays Enqueued, Dequeued or Running too long: once after
+    ``stuck_after_s``, then every ``repeat_s`` if set. Each reminder has its own id."""
+    before = previous or Snapshot()
+    if before.status not in STUCK_STATUSES or not before.status_since_ms:
+        return DiffResult(before, ())
+    age_s = (now_ms - before.status_since_ms) / 1000
+    if age_s < stuck_after_s:
+        return DiffResult(before, ())
+    due = 1 if not repeat_s else 1 + int((age_s - stuck_after_s) // repeat_s)
+    if before.stuck_reported >= due:
+        return DiffResult(before, ())
+    transition = Transition(
+        id=transition_id(ref, TransitionType.STUCK, before.status, before.status_changes, due),
+        type=TransitionType.STUCK,
+        ref=ref,
+        observed_ms=now_ms,
+        status=before.status,
+        detail=f"{before.status} for {int(age_s)} s (stuck_after_s: {stuck_after_s:g})",
+        labels=dict(labels or {}),
+    )
+    return _result(before, replace(before, stuck_reported=due), [transition], now_ms)
 
 
 def _result(

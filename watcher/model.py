@@ -29,6 +29,9 @@ class TransitionType(StrEnum):
     """Polling this invocation failed several times in a row."""
     POLL_RECOVERED = "invocation.poll_recovered"
     """Polling works again after ``invocation.poll_failing``."""
+    STUCK = "invocation.stuck"
+    """Enqueued, Dequeued or Running for longer than ``stuck_after_s`` (again every
+    ``stuck_repeat_s`` when set)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +59,10 @@ class Snapshot:
     failing: bool = False
     changed_ms: int = 0
     """When this snapshot last changed."""
+    status_since_ms: int = 0
+    """When the current status began (its event's timestamp, else when it was first seen)."""
+    stuck_reported: int = 0
+    """How many ``invocation.stuck`` reminders were sent for the current status."""
 
 
 @dataclass(frozen=True, slots=True)

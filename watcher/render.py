@@ -130,6 +130,8 @@ def title_of(transition: Transition) -> str:
         return f"{who}: not found"
     if kind is TransitionType.POLL_FAILING:
         return f"{who}: polling is failing"
+    if kind is TransitionType.STUCK:
+        return f"{who}: stuck in {transition.status}"
     return f"{who}: polling recovered"
 
 

@@ -85,6 +85,8 @@ class _State:
     labels: dict[str, str]
     snapshot: Snapshot | None
     interval_s: float
+    stuck_after_s: float | None = None
+    stuck_repeat_s: float | None = None
     digest: bytes | None = None
     failures: int = 0
     terminal_polls: int = 0
@@ -175,10 +177,20 @@ class Scheduler:
                 del self._states[key]  # its queue entries are skipped by key lookup
         for key, item in wanted.items():
             if key in self._states:
-                self._states[key].labels = dict(item.labels)
+                current = self._states[key]
+                current.labels = dict(item.labels)
+                current.stuck_after_s = item.stuck_after_s
+                current.stuck_repeat_s = item.stuck_repeat_s
                 continue
             snapshot = snapshots.get(key)
-            state = _State(item.ref, dict(item.labels), snapshot, self._settings.interval_s)
+            state = _State(
+                item.ref,
+                dict(item.labels),
+                snapshot,
+                self._settings.interval_s,
+                item.stuck_after_s,
+                item.stuck_repeat_s,
+            )
             state.done = is_finished(snapshot, 0) or self._forgotten(snapshot)
             self._states[key] = state
             if not state.done:
@@ -254,6 +266,8 @@ class Scheduler:
                 if delay > 0:
                     await asyncio.sleep(delay)
             outcome, retry_after_s = await self._fetch_and_commit(state)
+            if outcome in (PollOutcome.CHANGED, PollOutcome.UNCHANGED):
+                self._check_stuck(state)
         self.outcomes[outcome] += 1
         if self._metrics is not None:
             self._metrics.polls.labels(outcome.value).inc()
@@ -322,6 +336,21 @@ class Scheduler:
         state.failures = 0
         state.terminal_polls = state.terminal_polls + 1 if invocation.is_terminal else 0
         return (PollOutcome.CHANGED if result.transitions else PollOutcome.UNCHANGED), None
+
+    def _check_stuck(self, state: _State) -> None:
+        # Runs on unchanged polls too: being stuck is precisely nothing changing.
+        if state.stuck_after_s is None:
+            return
+        result = decide.stuck(
+            state.snapshot,
+            ref=state.ref,
+            now_ms=self._clock.wall_ms(),
+            stuck_after_s=state.stuck_after_s,
+            repeat_s=state.stuck_repeat_s,
+            labels=state.labels,
+        )
+        if result.changed:
+            self._commit(state, result)
 
     def _commit(self, state: _State, result: decide.DiffResult) -> bool:
         """Persist a decision; on success adopt its snapshot. False if the store failed."""

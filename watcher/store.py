@@ -75,6 +75,11 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE outbox ADD COLUMN severity TEXT NOT NULL DEFAULT 'info'",
         "ALTER TABLE outbox ADD COLUMN template TEXT",
     ),
+    # Version 3: stuck detection.
+    (
+        "ALTER TABLE invocations ADD COLUMN status_since_ms INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE invocations ADD COLUMN stuck_reported INTEGER NOT NULL DEFAULT 0",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 

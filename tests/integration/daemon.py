@@ -127,7 +127,7 @@ def expected_run(
                 FunctionRef(Api.FC2, "demo-function", "demo-service", "LATEST"), invocation_id
             )
             body = state_at(
-                specs[invocation_id], t, epoch_ms=app._epoch_ms, account_id="1", region="r"
+                specs[invocation_id], t, epoch_ms=app.epoch_ms, account_id="1", region="r"
             )
             if body is None:
                 continue

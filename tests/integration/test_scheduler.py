@@ -30,14 +30,15 @@ LOG_ONLY = functools.partial(route, routes=[], log_sinks=["log"])
 class FakeClock:
     """Scheduler time that moves only when a test says so."""
 
-    def __init__(self) -> None:
+    def __init__(self, base_ms: int = WALL_BASE_MS) -> None:
         self.now_s = 0.0
+        self.base_ms = base_ms
 
     def monotonic(self) -> float:
         return self.now_s
 
     def wall_ms(self) -> int:
-        return WALL_BASE_MS + int(self.now_s * 1000)
+        return self.base_ms + int(self.now_s * 1000)
 
 
 class Harness:
@@ -92,7 +93,7 @@ async def harness(
         emu = await start_emulator(invocations=invocations, faults=faults or [])
         store = StateStore.open(tmp_path / f"state-{len(stores)}.db")
         stores.append(store)
-        clock = FakeClock()
+        clock = FakeClock(emu.emulator.app.epoch_ms)  # FC timestamps and ours agree
         settings = PollSettings(**{"interval_s": 10, "max_interval_s": 60, "jitter": 0, **poll})
         tracked = [
             Tracked(ref=InvocationRef(FN, i), labels={})
@@ -317,3 +318,15 @@ async def test_restart_resumes_from_the_store(harness: MakeHarness, tmp_path: Pa
         clock=h.clock,
     )
     assert again.active_count == 1
+
+
+async def test_stuck_invocation_is_reported_and_reminded(harness: MakeHarness) -> None:
+    """Running past stuck_after_s emits invocation.stuck once, then every stuck_repeat_s."""
+    h = await harness([{"id": "job-1", "timeline": RUNNING}])
+    h.scheduler.replace_tracked(
+        [Tracked(ref=InvocationRef(FN, "job-1"), labels={}, stuck_after_s=100, stuck_repeat_s=200)],
+        {},
+    )
+    while h.clock.now_s < 620:
+        await h.step()
+    assert h.types().count(TransitionType.STUCK.value) == 3  # at ~100 s, ~300 s and ~500 s

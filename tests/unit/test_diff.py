@@ -305,3 +305,51 @@ def test_transition_round_trips_through_its_dict() -> None:
     )
     for transition in result.transitions:
         assert Transition.from_dict(transition.to_dict()) == transition
+
+
+@pytest.mark.parametrize(
+    ("status", "age_s", "reported", "repeat_s", "expected_due"),
+    [
+        ("Running", 59, 0, None, None),
+        ("Running", 60, 0, None, 1),
+        ("Running", 3600, 1, None, None),
+        ("Enqueued", 61, 0, None, 1),
+        ("Dequeued", 61, 0, None, 1),
+        ("Retrying", 9999, 0, None, None),
+        ("Failed", 9999, 0, None, None),
+        ("Running", 60 + 29, 1, 30, None),
+        ("Running", 60 + 30, 1, 30, 2),
+        ("Running", 60 + 95, 2, 30, 4),
+    ],
+)
+def test_stuck_table(
+    status: str, age_s: float, reported: int, repeat_s: float | None, expected_due: int | None
+) -> None:
+    """Stuck fires after stuck_after_s in a waiting or running status, then every repeat_s."""
+    previous = Snapshot(status=status, status_since_ms=1_000_000, stuck_reported=reported)
+    result = decide.stuck(
+        previous, ref=REF, now_ms=1_000_000 + int(age_s * 1000), stuck_after_s=60, repeat_s=repeat_s
+    )
+    if expected_due is None:
+        assert result.transitions == ()
+        assert not result.changed
+    else:
+        assert [t.type for t in result.transitions] == [TransitionType.STUCK]
+        assert result.snapshot.stuck_reported == expected_due
+
+
+def test_stuck_reminders_have_distinct_ids_and_reset_on_change() -> None:
+    """Each reminder is a new id; a status change restarts the clock and the count."""
+    running = decide.diff(None, inv("Running", events=[(1, "Running")]), ref=REF, observed_ms=0)
+    assert running.snapshot.status_since_ms == 1000  # the Running event's timestamp
+    first = decide.stuck(running.snapshot, ref=REF, now_ms=62_000, stuck_after_s=60, repeat_s=10)
+    second = decide.stuck(first.snapshot, ref=REF, now_ms=72_000, stuck_after_s=60, repeat_s=10)
+    assert first.transitions[0].id != second.transitions[0].id
+    moved = decide.diff(
+        second.snapshot,
+        inv("Retrying", 1, [(1, "Running"), (2, "Retrying")]),
+        ref=REF,
+        observed_ms=80_000,
+    )
+    assert moved.snapshot.stuck_reported == 0
+    assert moved.snapshot.status_since_ms == 2000

@@ -93,6 +93,11 @@ class EmulatorApp:
         self.stats: Counter[str] = Counter()
         self._inflight = 0
 
+    @property
+    def epoch_ms(self) -> int:
+        """Wall time (epoch ms) of scenario time 0: timelines' timestamps count from it."""
+        return self._epoch_ms
+
     def build(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware])
         fc2 = "/2021-04-06/services/{service}/functions/{function}/stateful-async-invocations"

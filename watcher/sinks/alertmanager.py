@@ -26,6 +26,7 @@ _ALERT_NAMES = {
     TransitionType.NOT_FOUND: "FCInvocationNotFound",
     TransitionType.POLL_FAILING: "FCInvocationPollFailing",
     TransitionType.POLL_RECOVERED: "FCInvocationPollRecovered",
+    TransitionType.STUCK: "FCInvocationStuck",
 }
 
 

@@ -16,7 +16,9 @@ from watcher.model import Transition, TransitionType
 from watcher.sinks import Outgoing
 
 _ALARMING_STATUSES = frozenset({Status.FAILED, Status.EXPIRED, Status.INVALID, Status.STOPPED})
-_ALARMING_TYPES = frozenset({TransitionType.NOT_FOUND, TransitionType.POLL_FAILING})
+_ALARMING_TYPES = frozenset(
+    {TransitionType.NOT_FOUND, TransitionType.POLL_FAILING, TransitionType.STUCK}
+)
 
 
 def log_fields(transition: Transition) -> dict[str, Any]:
