@@ -159,6 +159,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, request_stop, signum)
         watcher = Watcher(loaded)
+        loop.add_signal_handler(signal.SIGHUP, watcher.request_reload)
         await watcher.startup()
         try:
             await watcher.run_until_stopped(stop)

@@ -171,6 +171,29 @@ class WatchEntry(_Section):
         return FunctionRef(self.api, self.function, self.service, self.qualifier)
 
 
+class HttpSettings(_Section):
+    """The health and metrics endpoint (off unless ``listen`` is set)."""
+
+    listen: str | None = None
+    """host:port, e.g. 127.0.0.1:9464."""
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{value!r} is not host:port (e.g. 127.0.0.1:9464)")
+        return value
+
+    def address(self) -> tuple[str, int] | None:
+        if self.listen is None:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
 class LogSettings(_Section):
     """The process's own logging."""
 
@@ -192,6 +215,7 @@ class Config(_Section):
     sinks: list[SinkSettings] = Field(default_factory=lambda: _default_sinks(), min_length=1)
     routes: list[Route] = Field(default_factory=list)
     """Checked in order; none at all sends every transition to the log sinks."""
+    http: HttpSettings = HttpSettings()
     log: LogSettings = LogSettings()
 
 
@@ -212,6 +236,8 @@ class LoadedConfig:
     config: Config
     path: Path
     tracked: tuple[Tracked, ...]
+    inline_secrets: tuple[str, ...] = ()
+    """YAML paths of secrets written in the file itself (worth a permissions check)."""
 
 
 # -- ${VAR} substitution ----------------------------------------------------------------------
@@ -243,6 +269,72 @@ def _substitute(value: Any, where: str, env: dict[str, str], problems: list[str]
         return ""
 
     return _VARIABLE.sub(replace, value)
+
+
+# -- secrets from files (systemd LoadCredential=) ------------------------------------------
+
+SECRET_KEYS = frozenset({"access_key_id", "access_key_secret", "security_token", "secret", "url"})
+_NOT_SECRET_FILES = frozenset({"invocations_file"})
+
+
+def _resolve_files(
+    value: Any, where: str, base_dir: Path, env: dict[str, str], problems: list[str]
+) -> Any:
+    """Replace every ``X_file: PATH`` by ``X: <the file's content>``.
+
+    A relative PATH is looked up in ``$CREDENTIALS_DIRECTORY`` (where systemd puts
+    ``LoadCredential=`` files) when set, else next to the config file.
+    """
+    if isinstance(value, list):
+        return [
+            _resolve_files(v, f"{where}[{i}]", base_dir, env, problems) for i, v in enumerate(value)
+        ]
+    if not isinstance(value, dict):
+        return value
+    resolved: dict[Any, Any] = {}
+    for key, item in value.items():
+        here = f"{where}.{key}" if where else str(key)
+        if not (isinstance(key, str) and key.endswith("_file")) or key in _NOT_SECRET_FILES:
+            resolved[key] = _resolve_files(item, here, base_dir, env, problems)
+            continue
+        target = key.removesuffix("_file")
+        if target in value:
+            problems.append(f"{here}: give {target} or {key}, not both")
+            continue
+        if not isinstance(item, str):
+            problems.append(f"{here}: must be a file path")
+            continue
+        path = Path(item)
+        if not path.is_absolute():
+            path = Path(env.get("CREDENTIALS_DIRECTORY") or base_dir) / path
+        try:
+            resolved[target] = path.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            problems.append(f"{here}: cannot read {path} ({exc.strerror})")
+    return resolved
+
+
+def inline_secrets(document: Any, where: str = "") -> list[str]:
+    """YAML paths of secrets written into the file itself (not ``${VAR}``, not ``*_file``)."""
+    found: list[str] = []
+    if isinstance(document, dict):
+        for key, item in document.items():
+            here = f"{where}.{key}" if where else str(key)
+            if key in SECRET_KEYS and isinstance(item, str) and item and "${" not in item:
+                if key != "url" or where.startswith("sinks"):
+                    found.append(here)
+            elif key == "headers" and isinstance(item, dict):
+                found.extend(
+                    f"{here}.{name}"
+                    for name, v in item.items()
+                    if isinstance(v, str) and "${" not in v
+                )
+            else:
+                found.extend(inline_secrets(item, here))
+    elif isinstance(document, list):
+        for index, item in enumerate(document):
+            found.extend(inline_secrets(item, f"{where}[{index}]"))
+    return found
 
 
 # -- YAML with line numbers ---------------------------------------------------------------------
@@ -394,7 +486,10 @@ def load_config(path: Path, env: dict[str, str] | None = None) -> LoadedConfig:
         raise ConfigError(path, ["the top level must be a mapping with fc, state and watch"])
     lines = dict(_line_index(node)) if node is not None else {}
     problems: list[str] = []
-    document = _substitute(document, "", dict(os.environ) if env is None else env, problems)
+    environment = dict(os.environ) if env is None else env
+    literal_secrets = inline_secrets(document)
+    document = _substitute(document, "", environment, problems)
+    document = _resolve_files(document, "", path.parent, environment, problems)
     if problems:
         raise ConfigError(path, problems)
     try:
@@ -405,7 +500,9 @@ def load_config(path: Path, env: dict[str, str] | None = None) -> LoadedConfig:
     _check_sinks(config, problems)
     if problems:
         raise ConfigError(path, problems)
-    return LoadedConfig(config=config, path=path, tracked=tracked)
+    return LoadedConfig(
+        config=config, path=path, tracked=tracked, inline_secrets=tuple(literal_secrets)
+    )
 
 
 def json_schema() -> dict[str, Any]:

@@ -72,6 +72,8 @@ class Dispatcher:
         self._scan_limit = scan_limit
         self._metrics = metrics
         self._wakeups = {name: asyncio.Event() for name in self._sinks}
+        self._loops: dict[str, asyncio.Task[None]] = {}
+        self._stop: asyncio.Event | None = None
 
     def wake(self) -> None:
         """New rows were committed: every sink loop looks again."""
@@ -164,9 +166,36 @@ class Dispatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until ``stop`` is set; one concurrent loop per sink."""
-        async with asyncio.TaskGroup() as group:
-            for name in self._sinks:
-                group.create_task(self._loop(name, stop), name=f"outbox:{name}")
+        self._stop = stop
+        for name in self._sinks:
+            self._start_loop(name)
+        await stop.wait()
+        await asyncio.gather(*self._loops.values(), return_exceptions=True)
+        self._loops.clear()
+
+    def _start_loop(self, name: str) -> None:
+        assert self._stop is not None
+        self._loops[name] = asyncio.create_task(self._loop(name, self._stop), name=f"outbox:{name}")
+
+    def replace_sinks(
+        self, sinks: Mapping[str, Sink], policies: Mapping[str, DeliveryPolicy]
+    ) -> None:
+        """Deliver to ``sinks`` from now on (config reload). Rows of a removed sink stay in the
+        outbox, pending, and go out if a sink of that name comes back."""
+        for name in set(self._sinks) - set(sinks):
+            task = self._loops.pop(name, None)
+            if task is not None:
+                task.cancel()  # a send cut short leaves its rows pending: sent again later
+            self._wakeups.pop(name, None)
+            _log.info("sink_removed", sink=name)
+        self._sinks = dict(sinks)
+        self._policies = dict(policies)
+        for name in self._sinks:
+            if name not in self._wakeups:
+                self._wakeups[name] = asyncio.Event()
+                if self._stop is not None and not self._stop.is_set():
+                    self._start_loop(name)
+        self.wake()
 
     async def _loop(self, sink_name: str, stop: asyncio.Event) -> None:
         wakeup = self._wakeups[sink_name]

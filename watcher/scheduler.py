@@ -162,8 +162,32 @@ class Scheduler:
         self._counter = 0
         self._auth_failing = False
         self.outcomes: Counter[PollOutcome] = Counter()
+        self.last_poll_finished_s: float | None = None
+        """Monotonic time of the last completed poll (for readiness)."""
         self._states: dict[str, _State] = {}
         self.replace_tracked(tracked, snapshots, spread=False)
+
+    # -- reconfiguration (reload) ------------------------------------------------------------
+
+    def set_client(self, client: InvocationSource) -> None:
+        """Poll through another client from now on (endpoint or credentials changed)."""
+        self._client = client
+
+    def set_router(self, router: Router) -> None:
+        """Route transitions committed from now on with ``router``."""
+        self._router = router
+
+    def set_settings(self, settings: PollSettings) -> None:
+        """New poll settings; a new concurrency applies to polls started from now on."""
+        if settings.concurrency != self._settings.concurrency:
+            self._semaphore = asyncio.Semaphore(settings.concurrency)
+        if settings.rate_limit_per_s != self._settings.rate_limit_per_s:
+            self._bucket = (
+                TokenBucket(settings.rate_limit_per_s, self._clock)
+                if settings.rate_limit_per_s
+                else None
+            )
+        self._settings = settings
 
     # -- membership -----------------------------------------------------------------------
 
@@ -269,6 +293,7 @@ class Scheduler:
             if outcome in (PollOutcome.CHANGED, PollOutcome.UNCHANGED):
                 self._check_stuck(state)
         self.outcomes[outcome] += 1
+        self.last_poll_finished_s = self._clock.monotonic()
         if self._metrics is not None:
             self._metrics.polls.labels(outcome.value).inc()
         state.last_polled_ms = self._clock.wall_ms()
