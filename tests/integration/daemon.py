@@ -51,7 +51,9 @@ def write_config(
     return path
 
 
-async def run_cli(*args: str, stdout: Path) -> asyncio.subprocess.Process:
+async def run_cli(
+    *args: str, stdout: Path, env: dict[str, str] | None = None
+) -> asyncio.subprocess.Process:
     """Start ``fc-watcher args`` with JSON logs appended to ``stdout``."""
     with stdout.open("ab") as out:
         return await asyncio.create_subprocess_exec(
@@ -64,7 +66,7 @@ async def run_cli(*args: str, stdout: Path) -> asyncio.subprocess.Process:
             stdout=out,
             stderr=asyncio.subprocess.PIPE,
             cwd=ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
 
 

@@ -269,3 +269,60 @@ def test_bundled_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> Non
     loaded = load_config(Path(__file__).parents[2] / "config" / "watcher.example.yaml")
     assert len(loaded.tracked) == 5
     assert isinstance(credential_source(loaded.config), DefaultChainCredentialSource)
+
+
+def test_secrets_from_files_and_the_credentials_directory(tmp_path: Path) -> None:
+    """*_file reads a secret from a file; a relative path is looked up in CREDENTIALS_DIRECTORY."""
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "fc-access-key-secret").write_text("secret-from-systemd\n")
+    (tmp_path / "key-id").write_text("LTAI_FROM_FILE")
+    text = BASE.replace(
+        "  access_key_id: AK\n", f"  access_key_id_file: {tmp_path / 'key-id'}\n"
+    ).replace("  access_key_secret: SK\n", "  access_key_secret_file: fc-access-key-secret\n")
+    loaded = load_config(_write(tmp_path, text), env={"CREDENTIALS_DIRECTORY": str(creds)})
+    assert loaded.config.fc.access_key_id is not None
+    assert loaded.config.fc.access_key_id.get_secret_value() == "LTAI_FROM_FILE"
+    assert loaded.config.fc.access_key_secret is not None
+    assert loaded.config.fc.access_key_secret.get_secret_value() == "secret-from-systemd"
+    assert "fc.access_key_secret" not in loaded.inline_secrets
+
+
+@pytest.mark.parametrize(
+    ("replacement", "message"),
+    [
+        ("  access_key_secret_file: /nonexistent/secret\n", "cannot read /nonexistent/secret"),
+        ("  access_key_secret: SK\n  access_key_secret_file: x\n", "not both"),
+    ],
+)
+def test_secret_file_mistakes(tmp_path: Path, replacement: str, message: str) -> None:
+    """A missing secret file, or a secret given twice, is a clear config error."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(
+            _write(tmp_path, BASE.replace("  access_key_secret: SK\n", replacement)), env={}
+        )
+    assert any(message in problem for problem in caught.value.problems)
+
+
+def test_inline_secrets_in_a_world_readable_file_are_warned_about(tmp_path: Path) -> None:
+    """A config holding inline secrets and readable by others gets a warning naming the fix."""
+    from structlog.testing import capture_logs
+
+    from watcher.service import warn_if_secrets_exposed
+
+    path = _write(tmp_path, BASE)
+    path.chmod(0o644)
+    loaded = load_config(path, env={})
+    assert set(loaded.inline_secrets) >= {"fc.access_key_id", "fc.access_key_secret"}
+    with capture_logs() as logs:
+        warn_if_secrets_exposed(loaded)
+    (warning,) = logs
+    assert warning["event"] == "config_readable_by_others"
+    assert f"chmod 600 {path}" in warning["fix"]
+    assert "SK" not in repr(warning["secrets"])
+    path.chmod(0o600)
+    with capture_logs() as logs:
+        warn_if_secrets_exposed(loaded)
+    assert logs == []
+    from_env = load_config(_write(tmp_path, VALID), env=ENV)
+    assert from_env.inline_secrets == ()
