@@ -257,6 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fc-watcher`` console script."""
     from watcher.config import ConfigError
     from watcher.emulator.scenario import ScenarioError
+    from watcher.service import StartupError
     from watcher.store import StateStoreError
 
     args = _parser().parse_args(argv)
@@ -267,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"fc-watcher: {exc.path}: {problem}", file=sys.stderr)
         return EXIT_CONFIG
-    except StateStoreError as exc:
+    except (StateStoreError, StartupError) as exc:
         print(f"fc-watcher: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except ScenarioError as exc:

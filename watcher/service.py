@@ -41,6 +41,10 @@ from watcher.store import StateStore
 _log = structlog.get_logger("watcher.service")
 
 
+class StartupError(Exception):
+    """The watcher cannot start; the message says why and what to change."""
+
+
 def credential_source(config: Config) -> CredentialSource:
     """Explicit keys from the config, or else Alibaba Cloud's default chain."""
     fc = config.fc
@@ -175,7 +179,15 @@ class Watcher:
         address = config.http.address()
         if address is not None:
             self._http = HttpEndpoint(*address, metrics=self.metrics, readiness=self.readiness)
-            await self._http.start()
+            try:
+                await self._http.start()
+            except OSError as exc:
+                self._http = None
+                await self.shutdown(drain_timeout_s=0)
+                raise StartupError(
+                    f"cannot listen on {config.http.listen} ({exc.strerror or exc}); "
+                    "change http.listen or stop what uses that port"
+                ) from None
         _log.info(
             "watcher_started",
             config=str(self._loaded.path),

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sqlite3
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -68,6 +69,29 @@ async def run_cli(
             cwd=ROOT,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
+
+
+async def run_to_end(*args: str, stdout: Path, timeout_s: float = 60) -> tuple[int, str]:
+    """Run ``fc-watcher args`` to its end; return (exit code, stderr). JSON logs go to stdout.
+
+    It runs in a worker thread with ``subprocess.run``, so the emulator on this event loop keeps
+    serving, and the exit code comes from the child itself rather than an asyncio child watcher.
+    """
+
+    def call() -> subprocess.CompletedProcess[str]:
+        with stdout.open("a") as out:
+            return subprocess.run(
+                [sys.executable, "-m", "watcher", "--log-format", "json", *args],
+                stdout=out,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=ROOT,
+                timeout=timeout_s,
+                check=False,
+            )
+
+    done = await asyncio.to_thread(call)
+    return done.returncode, done.stderr
 
 
 async def stop(process: asyncio.subprocess.Process, sig: int = signal.SIGTERM) -> int:

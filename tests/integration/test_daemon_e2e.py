@@ -18,6 +18,7 @@ from tests.integration.daemon import (
     pending_outbox,
     read_log,
     run_cli,
+    run_to_end,
     stop,
     transitions_in,
     wait_until,
@@ -89,8 +90,8 @@ async def test_once_emits_the_exact_sequence(
     log = tmp_path / "once.log"
     for t in TIMES:
         emu.clock.advance(t - emu.clock.elapsed_s())
-        process = await run_cli("once", "-c", str(config), stdout=log)
-        assert await stop(process, 0) == 0
+        code, err = await run_to_end("once", "-c", str(config), stdout=log)
+        assert code == 0, err
     entries = read_log([log])
     assert _sequence(entries, "fail-2") == EXPECTED_FAIL_2
     assert [f[2] for f in _sequence(entries, "odd-3") if f[0] == "invocation.status_changed"] == [
@@ -102,8 +103,7 @@ async def test_once_emits_the_exact_sequence(
     facts, _ = expected_run(emu, IDS, TIMES)
     assert Counter(fact(e) for e in transitions_in(entries)) == Counter(facts.values())
     requests_before = emu.stats["requests"]
-    process = await run_cli("once", "-c", str(config), stdout=log)
-    assert await stop(process, 0) == 0
+    assert (await run_to_end("once", "-c", str(config), stdout=log))[0] == 0
     assert emu.stats["requests"] == requests_before  # every invocation finished: nothing to poll
 
 
@@ -112,10 +112,8 @@ async def test_once_exits_1_when_a_poll_fails(
 ) -> None:
     """A failed poll makes `once` exit 1."""
     emu = await start_emulator(invocations=SCRIPT, faults=[{"kind": "http_error", "status": 500}])
-    process = await run_cli(
-        "once", "-c", str(write_config(tmp_path, emu.url, IDS)), stdout=tmp_path / "o.log"
-    )
-    assert await stop(process, 0) == 1
+    config = write_config(tmp_path, emu.url, IDS)
+    assert (await run_to_end("once", "-c", str(config), stdout=tmp_path / "o.log"))[0] == 1
 
 
 async def test_run_emits_the_exact_sequence_and_stops_gracefully(

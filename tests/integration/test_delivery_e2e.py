@@ -4,9 +4,11 @@ its output while its sinks fail."""
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from standardwebhooks.webhooks import Webhook
 
 from tests.conftest import ACCESS_KEY_ID, ACCESS_KEY_SECRET, EmulatorFactory, Receiver
@@ -31,6 +33,12 @@ SCRIPT = [
     for n in range(3)
 ] + [{"id": "ok-1", "timeline": [{"at_s": 0, "status": "Succeeded"}]}]
 IDS = [spec["id"] for spec in SCRIPT]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def _with_sinks(
@@ -154,6 +162,10 @@ async def test_no_secret_in_the_output_of_a_failing_run(
         },
     ]
     _with_sinks(config, sinks, [{"sinks": [s["name"] for s in sinks] + ["log"]}])
+    metrics_port = _free_port()
+    document = json.loads(config.read_text())
+    document["http"] = {"listen": f"127.0.0.1:{metrics_port}"}
+    config.write_text(json.dumps(document))
     log = tmp_path / "run.log"
     process = await run_cli("run", "-c", str(config), stdout=log)
     emu.clock.advance(1)
@@ -161,10 +173,17 @@ async def test_no_secret_in_the_output_of_a_failing_run(
         lambda: sum(1 for e in read_log([log]) if e.get("event") == "delivery_retrying") >= 20,
         "failing deliveries on every sink",
     )
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{metrics_port}/metrics") as response,
+    ):
+        metrics = await response.text()
+    assert 'fc_watcher_deliveries_total{result="retry",sink="am"}' in metrics
     # and FC itself refusing: a wrong secret for a while
     assert await stop(process) == 0
     bad = json.loads(config.read_text())
     bad["fc"]["access_key_secret"] = ACCESS_KEY_SECRET + "-wrong"
+    del bad["http"]
     config.write_text(json.dumps(bad))
     emu.clock.advance(5)
     process = await run_cli("run", "-c", str(config), stdout=log)
@@ -174,13 +193,13 @@ async def test_no_secret_in_the_output_of_a_failing_run(
     assert await stop(process) == 0
     stderr = (await process.stderr.read()).decode() if process.stderr else ""
 
-    output = log.read_text() + stderr
+    output = log.read_text() + stderr + metrics
     failing_sinks = {e["sink"] for e in read_log([log]) if e.get("event") == "delivery_retrying"}
     assert failing_sinks >= {"hook", "ding", "lark", "wx", "slack", "am", "file"}
     db_text = "".join(
         path.read_bytes().decode(errors="replace") for path in tmp_path.glob("state.db*")
     )
     for name, secret in SECRETS.items():
-        assert secret not in output, f"{name} leaked into the logs"
+        assert secret not in output, f"{name} leaked into the logs or /metrics"
         assert secret not in db_text, f"{name} leaked into the state DB"
     assert (ACCESS_KEY_SECRET + "-wrong") not in output

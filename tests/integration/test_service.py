@@ -221,3 +221,21 @@ async def test_metrics_health_and_readiness(
     assert deliveries[("log", "sent")] >= 2
     assert "fc_watcher_outbox_depth" in families
     assert "fc_watcher_dead_letters" in families
+
+
+async def test_busy_metrics_port_is_one_line(
+    start_emulator: EmulatorFactory, tmp_path: Path
+) -> None:
+    """http.listen on a port in use: exit 1 with one line naming it, no traceback."""
+    from tests.integration.daemon import run_to_end
+
+    emu = await start_emulator(invocations=[{"id": "job-1", "timeline": RUNNING}])
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = _config(tmp_path, emu.url, ["job-1"], http={"listen": f"127.0.0.1:{port}"})
+        code, err = await run_to_end("run", "-c", str(config), stdout=tmp_path / "run.log")
+    assert code == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in err
+    assert len(err.strip().splitlines()) == 1
