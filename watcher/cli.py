@@ -198,6 +198,28 @@ def _cmd_redeliver(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    from watcher.bench.harness import render, run_all
+
+    if importlib.util.find_spec("alibabacloud_fc_open20210406") is None:
+        raise UsageError(
+            "the benchmark compares against the official SDK, which is not installed; "
+            "run `make bench`, or pip install 'fc-watcher[dev]'"
+        )
+
+    report = run_all(
+        invocations=args.invocations,
+        concurrency=args.concurrency,
+        duration_s=args.duration_s,
+        scale=0 if args.no_scale else args.scale,
+        progress=(lambda _: None) if args.json else (lambda text: print(text, file=sys.stderr)),
+    )
+    print(json.dumps(report, indent=2) if args.json else render(report))
+    return EXIT_OK
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from watcher.demo import run_demo
 
@@ -247,6 +269,15 @@ def _parser() -> argparse.ArgumentParser:
 
     schema = commands.add_parser("schema", help="print the config's JSON Schema")
     schema.set_defaults(handler=_cmd_schema)
+
+    bench = commands.add_parser("bench", help="benchmark against the official SDK and aiohttp")
+    bench.add_argument("--invocations", type=int, default=1000)
+    bench.add_argument("--concurrency", type=int, default=32)
+    bench.add_argument("--duration-s", type=float, default=10.0)
+    bench.add_argument("--scale", type=int, default=20_000, help="invocations in the scale run")
+    bench.add_argument("--no-scale", action="store_true", help="skip the scale run")
+    bench.add_argument("--json", action="store_true", help="print the report as JSON")
+    bench.set_defaults(handler=_cmd_bench)
 
     demo = commands.add_parser("demo", help="run the demo against the bundled emulator")
     demo.set_defaults(handler=_cmd_demo)

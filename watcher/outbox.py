@@ -50,6 +50,21 @@ def select_due(rows: Sequence[OutboxRow], now_ms: int, max_batch: int) -> list[O
     return chosen
 
 
+def select_heads(rows: Sequence[OutboxRow], now_ms: int, limit: int) -> list[OutboxRow]:
+    """The first pending row of each invocation, if due, in commit order. Pure."""
+    seen: set[str] = set()
+    heads: list[OutboxRow] = []
+    for row in rows:
+        if row.invocation_key in seen:
+            continue
+        seen.add(row.invocation_key)
+        if row.next_attempt_ms <= now_ms:
+            heads.append(row)
+            if len(heads) >= limit:
+                break
+    return heads
+
+
 class Dispatcher:
     """Runs one delivery loop per sink over the shared state store."""
 
@@ -90,15 +105,20 @@ class Dispatcher:
         while True:
             now_ms = self._wall_ms()
             rows = self._store.pending(sink_name, self._scan_limit)
-            batch = select_due(rows, now_ms, sink.max_batch)
-            if not batch:
+            if sink.max_in_flight > 1:
+                # One request per row: the head rows of several invocations go out at once
+                # (order is per invocation, so only one row of each is ever in flight).
+                batches = [[row] for row in select_heads(rows, now_ms, sink.max_in_flight)]
+            else:
+                batches = [select_due(rows, now_ms, sink.max_batch)]
+            if not batches or not batches[0]:
                 waits = [row.next_attempt_ms - now_ms for row in rows]
                 return handled, (max(0, min(waits)) if waits else None)
-            hold_ms = self._hold_ms(sink, batch[0], now_ms, flush)
+            hold_ms = self._hold_ms(sink, batches[0][0], now_ms, flush)
             if hold_ms > 0:
                 return handled, hold_ms
-            await self._send(sink, batch)
-            handled += len(batch)
+            await asyncio.gather(*(self._send(sink, batch) for batch in batches))
+            handled += sum(len(batch) for batch in batches)
 
     @staticmethod
     def _hold_ms(sink: Sink, oldest: OutboxRow, now_ms: int, flush: bool) -> int:

@@ -143,6 +143,7 @@ class Scheduler:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         metrics: Metrics | None = None,
+        on_lag: Callable[[float], None] | None = None,
     ) -> None:
         self._client = client
         self._store = store
@@ -152,6 +153,7 @@ class Scheduler:
         self._clock = clock or SystemClock()
         self._rng = rng or random.Random()
         self._metrics = metrics
+        self._on_lag = on_lag
         self._semaphore = asyncio.Semaphore(settings.concurrency)
         self._bucket = (
             TokenBucket(settings.rate_limit_per_s, self._clock)
@@ -277,6 +279,8 @@ class Scheduler:
                 keys.append(key)
                 if self._metrics is not None:
                     self._metrics.scheduling_lag.observe(now - due)
+                if self._on_lag is not None:
+                    self._on_lag(now - due)
         return keys
 
     # -- one poll --------------------------------------------------------------------------

@@ -9,6 +9,7 @@ runs it from the command line. It must never be exposed beyond loopback: it is a
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import random
 import time
@@ -90,6 +91,8 @@ class EmulatorApp:
         for spec in scenario.invocations:
             service = (spec.service or "") if spec.api is Api.FC2 else ""
             self._specs[(spec.api, service, spec.function, spec.id)] = spec
+        self._step_times = {k: [step.at_s for step in v.timeline] for k, v in self._specs.items()}
+        self._bodies: dict[InvocationKey, tuple[tuple[int, bool, bool], bytes | None]] = {}
         self.stats: Counter[str] = Counter()
         self._inflight = 0
 
@@ -238,15 +241,35 @@ class EmulatorApp:
 
     # -- handlers ------------------------------------------------------------------------
 
+    def _body_bytes(self, spec: InvocationSpec, key: InvocationKey) -> bytes | None:
+        """The Get body, re-rendered only when the timeline has moved (the benchmark polls
+        thousands of unchanged invocations; the emulator must not be what it measures)."""
+        elapsed = self.clock.elapsed_s()
+        stopped = self._stopped_at_s.get(key)
+        phase = (
+            bisect.bisect_right(self._step_times[key], elapsed),
+            spec.appears_at_s is not None and elapsed >= spec.appears_at_s,
+            stopped is not None and stopped <= elapsed,
+        )
+        cached = self._bodies.get(key)
+        if cached is not None and cached[0] == phase:
+            return cached[1]
+        body = self._render(spec, key)
+        encoded = None if body is None else json.dumps(body).encode()
+        self._bodies[key] = (phase, encoded)
+        return encoded
+
     async def _get(self, request: web.Request) -> web.StreamResponse:
         api, key = self._lookup(request)
         spec = self._specs.get(key)
-        body = self._render(spec, key) if spec and self._qualifier_matches(request, spec) else None
+        body = (
+            self._body_bytes(spec, key) if spec and self._qualifier_matches(request, spec) else None
+        )
         if body is None:
             self.stats["not_found"] += 1
             return self._not_found(api, key[3])
         self.stats["served"] += 1
-        return web.Response(body=json.dumps(body).encode(), content_type="application/json")
+        return web.Response(body=body, content_type="application/json")
 
     async def _stop(self, request: web.Request) -> web.StreamResponse:
         api, key = self._lookup(request)

@@ -40,6 +40,8 @@ class Sink(Protocol):
     """How many transitions one ``send`` may carry (1: one request per transition)."""
     group_wait_s: float
     """Hold the first of a burst this long so the burst goes out as one message (0: never)."""
+    max_in_flight: int
+    """Single-row sends that may run at once, each for a different invocation (1: serial)."""
 
     def wait_s(self) -> float:
         """Seconds until the sink may send again under its rate limit (0: now)."""

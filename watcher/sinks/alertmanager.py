@@ -70,6 +70,8 @@ def alert(item: Outgoing, *, region: str | None, ends_after_s: float) -> dict[st
 class AlertmanagerSink:
     """Pushes alerts to one Alertmanager."""
 
+    max_in_flight = 1
+
     max_batch = 100
     group_wait_s = 0.0
 

@@ -36,6 +36,8 @@ def signed_url(url: str, secret: str, timestamp_ms: int) -> str:
 class DingTalkSink:
     """Sends grouped markdown messages to one DingTalk robot."""
 
+    max_in_flight = 1
+
     def __init__(
         self,
         settings: DingTalkSinkSettings,

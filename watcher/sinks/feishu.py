@@ -42,6 +42,8 @@ def post_content(message: Message) -> dict[str, Any]:
 class FeishuSink:
     """Sends grouped messages to one Feishu bot."""
 
+    max_in_flight = 1
+
     def __init__(
         self,
         settings: FeishuSinkSettings,

@@ -20,6 +20,8 @@ from watcher.sinks import Outgoing, SinkError
 class FileSink:
     """Appends transitions to a file."""
 
+    max_in_flight = 1
+
     max_batch = 500
     group_wait_s = 0.0
 

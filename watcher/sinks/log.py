@@ -63,6 +63,8 @@ def is_alarming(transition: Transition) -> bool:
 class LogSink:
     """Logs every transition it is given."""
 
+    max_in_flight = 1
+
     max_batch = 500
     group_wait_s = 0.0
 

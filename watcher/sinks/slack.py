@@ -37,6 +37,8 @@ def slack_payload(message: Message) -> dict[str, Any]:
 class SlackSink:
     """Sends grouped messages to one Slack incoming webhook (its URL is the secret)."""
 
+    max_in_flight = 1
+
     def __init__(
         self,
         settings: SlackSinkSettings,

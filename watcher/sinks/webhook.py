@@ -37,6 +37,7 @@ class WebhookSink:
 
     max_batch = 1
     group_wait_s = 0.0
+    max_in_flight = 16  # one request per transition: let a burst go out side by side
 
     def __init__(
         self,

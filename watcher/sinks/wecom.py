@@ -19,6 +19,8 @@ MAX_MARKDOWN_BYTES = 4096
 class WeComSink:
     """Sends grouped markdown messages to one WeCom robot (the key in its URL is the secret)."""
 
+    max_in_flight = 1
+
     def __init__(
         self,
         settings: WeComSinkSettings,

@@ -1,0 +1,1 @@
+"""``fc-watcher bench``: the watcher against a bare aiohttp floor and the official SDK."""

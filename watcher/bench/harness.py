@@ -1,0 +1,201 @@
+"""Runs the benchmark: an emulator process per run, a worker process per variant, one report.
+
+Runs, in one invocation of ``fc-watcher bench``:
+  cpu        no added latency: CPU per poll of the watcher, the aiohttp floor, the SDK's async path
+  latency    50 ms added per request: throughput of the watcher, the SDK async and sync loops
+  scale      20,000 invocations at interval_s 10: polls/s, scheduling lag, RSS
+  delivery   change seen by a poll -> webhook receiver has it: p50/p99
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from watcher.bench.scenario import changing_scenario, steady_scenario
+
+Params = dict[str, Any]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def emulator(scenario: dict[str, Any]) -> Iterator[str]:
+    """An emulator in its own process on a free loopback port; yields its URL."""
+    with tempfile.TemporaryDirectory(prefix="fc-watcher-bench-") as scratch:
+        path = Path(scratch) / "scenario.json"
+        path.write_text(json.dumps(scenario))  # JSON is YAML
+        port = _free_port()
+        process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
+            [
+                sys.executable,
+                "-m",
+                "watcher",
+                "--log-format",
+                "json",
+                "emulate",
+                "--port",
+                str(port),
+                "--scenario",
+                str(path),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    break
+                except OSError:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError("the emulator did not start") from None
+                    time.sleep(0.05)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def run_variant(variant: str, params: Params) -> Params:
+    """One variant in a fresh worker process."""
+    done = subprocess.run(  # noqa: S603 (our own interpreter and module)
+        [sys.executable, "-m", "watcher.bench.variants", variant, json.dumps(params)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"bench variant {variant} failed: {done.stderr.strip()[-500:]}")
+    result: Params = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def machine() -> Params:
+    return {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+    }
+
+
+def run_all(
+    *, invocations: int, concurrency: int, duration_s: float, scale: int, progress: Any = print
+) -> Params:
+    """Every run; returns the whole report."""
+    base = {"invocations": invocations, "concurrency": concurrency, "duration_s": duration_s}
+    report: Params = {"machine": machine(), "params": base, "runs": {}}
+    with emulator(steady_scenario(invocations)) as url:
+        cpu = {}
+        for variant in ("floor", "watcher", "sdk-async"):
+            progress(f"cpu: {variant} ...")
+            cpu[variant] = run_variant(variant, {**base, "url": url})
+        report["runs"]["cpu"] = cpu
+    with emulator(steady_scenario(invocations, latency_ms=50)) as url:
+        latency = {}
+        for variant in ("watcher", "sdk-async", "sdk-sync"):
+            progress(f"latency 50 ms: {variant} ...")
+            latency[variant] = run_variant(variant, {**base, "url": url})
+        report["runs"]["latency_50ms"] = latency
+    if scale:
+        with emulator(steady_scenario(scale)) as url:
+            progress(f"scale: {scale} invocations at interval_s 10 ...")
+            report["runs"]["scale"] = run_variant(
+                "watcher",
+                {
+                    "url": url,
+                    "invocations": scale,
+                    "concurrency": 64,
+                    "duration_s": 30,
+                    "interval_s": 10,
+                    "jitter": 0.1,
+                },
+            )
+    with emulator(changing_scenario(200, first_change_s=6, spacing_s=0.02)) as url:
+        progress("delivery latency ...")
+        report["runs"]["delivery"] = run_variant(
+            "delivery", {"url": url, "invocations": 200, "duration_s": 30}
+        )
+    report["ratios"] = ratios(report["runs"])
+    return report
+
+
+def ratios(runs: Params) -> Params:
+    """The comparisons the README table quotes."""
+    cpu = runs["cpu"]
+    latency = runs["latency_50ms"]
+    return {
+        "cpu_per_poll_vs_floor": cpu["watcher"]["cpu_us_per_poll"]
+        / cpu["floor"]["cpu_us_per_poll"],
+        "cpu_per_poll_vs_sdk_async": cpu["watcher"]["cpu_us_per_poll"]
+        / cpu["sdk-async"]["cpu_us_per_poll"],
+        "throughput_50ms_vs_sdk_async": latency["watcher"]["polls_per_s"]
+        / latency["sdk-async"]["polls_per_s"],
+        "throughput_50ms_vs_sdk_sync": latency["watcher"]["polls_per_s"]
+        / latency["sdk-sync"]["polls_per_s"],
+    }
+
+
+def render(report: Params) -> str:
+    """The human-readable report."""
+    lines = [
+        f"machine: {report['machine']['cpus']} CPUs, Python {report['machine']['python']}, "
+        f"{report['machine']['platform']}",
+        f"N={report['params']['invocations']} invocations, concurrency "
+        f"{report['params']['concurrency']}, {report['params']['duration_s']:g} s per variant",
+        "",
+        f"{'run':<14}{'variant':<11}{'polls/s':>10}{'CPU us/poll':>13}{'CPU %':>8}"
+        f"{'peak RSS MB':>13}{'lag p50 ms':>12}{'lag p99 ms':>12}",
+    ]
+    for run_name in ("cpu", "latency_50ms", "scale"):
+        run = report["runs"].get(run_name)
+        if run is None:
+            continue
+        variants = run if run_name != "scale" else {"watcher": run}
+        for variant, m in variants.items():
+            lag_p50 = m.get("lag_p50_ms", float("nan"))
+            lag_p99 = m.get("lag_p99_ms", float("nan"))
+            lines.append(
+                f"{run_name:<14}{variant:<11}{m['polls_per_s']:>10.0f}"
+                f"{m['cpu_us_per_poll']:>13.0f}{m['cpu_share'] * 100:>8.0f}"
+                f"{m['peak_rss_mb']:>13.0f}{lag_p50:>12.1f}{lag_p99:>12.1f}"
+            )
+    delivery = report["runs"]["delivery"]
+    ratio = report["ratios"]
+    scale = report["runs"].get("scale")
+    unchanged = report["runs"]["cpu"]["watcher"]
+    wrote = "yes" if unchanged["db_changed_during_unchanged_polls"] else "no"
+    lines += [
+        "",
+        f"CPU per poll, watcher / floor:            {ratio['cpu_per_poll_vs_floor']:.2f}x",
+        f"CPU per poll, watcher / SDK async:        {ratio['cpu_per_poll_vs_sdk_async']:.2f}x",
+        f"throughput at 50 ms, watcher / SDK async: {ratio['throughput_50ms_vs_sdk_async']:.1f}x",
+        f"throughput at 50 ms, watcher / SDK sync:  {ratio['throughput_50ms_vs_sdk_sync']:.0f}x",
+        f"disk written during unchanged polls:      {wrote} "
+        f"({unchanged['unchanged_polls']} unchanged polls)",
+        f"change seen -> webhook received:          p50 {delivery['p50_ms']:.1f} ms, "
+        f"p99 {delivery['p99_ms']:.1f} ms ({delivery['deliveries']}/{delivery['expected']})",
+    ]
+    if scale:
+        lines.append(
+            f"scale: {scale['polls_per_s']:.0f} polls/s, lag p99 {scale['lag_p99_ms']:.0f} ms, "
+            f"peak RSS {scale['peak_rss_mb']:.0f} MB"
+        )
+    return "\n".join(lines)
