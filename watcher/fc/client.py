@@ -9,9 +9,10 @@ else is due. ``prepare_request`` is pure, so what goes on the wire is testable w
 from __future__ import annotations
 
 import email.utils
+import functools
 import ipaddress
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -113,8 +114,12 @@ class PreparedRequest:
     headers: dict[str, str]
 
 
+@functools.lru_cache(maxsize=65_536)
 def request_path(operation: Operation, function_ref: FunctionRef, invocation_id: str | None) -> str:
-    """The encoded request path. Identifiers were validated when the refs were built."""
+    """The encoded request path. Identifiers were validated when the refs were built.
+
+    Cached: a tracked invocation's path never changes, and encoding it showed in profiles.
+    """
     version = API_VERSION[function_ref.api]
     segments: list[str] = [version]
     if function_ref.api is Api.FC2:
@@ -147,6 +152,42 @@ class _DateCache:
         return self._http, self._iso
 
 
+@functools.lru_cache(maxsize=65_536)
+def _acs3_base(
+    operation: Operation,
+    method: str,
+    function_ref: FunctionRef,
+    invocation_id: str | None,
+    query: tuple[tuple[str, str], ...],
+    host: str,
+    account_id: str,
+    access_key_id: str,
+    security_token: str | None,
+) -> tuple[dict[str, str], signing.Acs3Template]:
+    """The headers and canonical-request template that stay the same from poll to poll."""
+    api = function_ref.api
+    headers = {
+        "host": host,
+        "accept": "application/json",
+        "user-agent": USER_AGENT,
+        "x-fc-account-id": account_id,
+        "x-acs-action": operation.value if api is Api.FC2 else _FC3_ACTION[operation],
+        "x-acs-version": API_VERSION[api],
+        "x-acs-content-sha256": signing.EMPTY_BODY_SHA256_HEX,
+    }
+    if security_token:
+        headers["x-acs-accesskey-id"] = access_key_id
+        headers["x-acs-security-token"] = security_token
+    template = signing.Acs3Template.build(
+        method,
+        request_path(operation, function_ref, invocation_id),
+        dict(query),
+        headers,
+        signing.EMPTY_BODY_SHA256_HEX,
+    )
+    return headers, template
+
+
 def prepare_request(
     *,
     operation: Operation,
@@ -166,45 +207,49 @@ def prepare_request(
     path = request_path(operation, function_ref, invocation_id)
     query_string = signing.canonical_query(query)
     url = endpoint.base_url + path + ("?" + query_string if query_string else "")
-    headers: dict[str, str] = {
+    if scheme is SignatureScheme.ACS3:
+        base, template = _acs3_base(
+            operation,
+            method,
+            function_ref,
+            invocation_id,
+            tuple(sorted(query.items())),
+            endpoint.host,
+            account_id,
+            credentials.access_key_id,
+            credentials.security_token,
+        )
+        headers = {**base, "x-acs-date": iso_date, "x-acs-signature-nonce": nonce}
+        headers["authorization"] = template.authorization(
+            iso_date=iso_date,
+            nonce=nonce,
+            access_key_id=credentials.access_key_id,
+            access_key_secret=credentials.access_key_secret,
+        )
+        return PreparedRequest(method, url, headers)
+    headers = {
         "host": endpoint.host,
         "accept": "application/json",
         "user-agent": USER_AGENT,
         "x-fc-account-id": account_id,
+        "date": http_date,
     }
-    if scheme is SignatureScheme.ACS3:
-        api = function_ref.api
-        headers["x-acs-action"] = operation.value if api is Api.FC2 else _FC3_ACTION[operation]
-        headers["x-acs-version"] = API_VERSION[api]
-        headers["x-acs-date"] = iso_date
-        headers["x-acs-signature-nonce"] = nonce
-        headers["x-acs-content-sha256"] = signing.EMPTY_BODY_SHA256_HEX
-        if credentials.security_token:
-            headers["x-acs-accesskey-id"] = credentials.access_key_id
-            headers["x-acs-security-token"] = credentials.security_token
-        signature = signing.acs3_sign(
-            method=method,
-            pathname=path,
-            query=query,
-            headers=headers.items(),
-            payload_sha256_hex=signing.EMPTY_BODY_SHA256_HEX,
-            access_key_id=credentials.access_key_id,
-            access_key_secret=credentials.access_key_secret,
-        )
-        headers["authorization"] = signature.authorization
-    else:
-        headers["date"] = http_date
-        if credentials.security_token:
-            headers["x-fc-security-token"] = credentials.security_token
-        legacy = signing.fc_sign(
-            method=method,
-            decoded_path=unquote(path),
-            headers=headers,
-            access_key_id=credentials.access_key_id,
-            access_key_secret=credentials.access_key_secret,
-        )
-        headers["authorization"] = legacy.authorization
+    if credentials.security_token:
+        headers["x-fc-security-token"] = credentials.security_token
+    headers["authorization"] = signing.fc_sign(
+        method=method,
+        decoded_path=unquote(path),
+        headers=headers,
+        access_key_id=credentials.access_key_id,
+        access_key_secret=credentials.access_key_secret,
+    ).authorization
     return PreparedRequest(method, url, headers)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _url(url: str) -> URL:
+    # yarl parses every URL it is given; a tracked invocation's URL is always the same string.
+    return URL(url, encoded=True)
 
 
 class FcClient:
@@ -302,7 +347,7 @@ class FcClient:
             scheme=self._scheme,
             http_date=http_date,
             iso_date=iso_date,
-            nonce=uuid.uuid4().hex,
+            nonce=os.urandom(16).hex(),
         )
         try:
             return await self._send(prepared, credentials.secret_values())
@@ -319,7 +364,7 @@ class FcClient:
     async def _send(self, prepared: PreparedRequest, secrets: tuple[str, ...]) -> bytes:
         async with self._session.request(
             prepared.method,
-            URL(prepared.url, encoded=True),
+            _url(prepared.url),
             headers=prepared.headers,
             timeout=self._timeout,
             allow_redirects=False,

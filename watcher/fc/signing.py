@@ -41,7 +41,7 @@ def canonical_query(query: Mapping[str, str]) -> str:
 
 
 def _hmac_sha256(secret: str, message: str) -> bytes:
-    return hmac.new(secret.encode(), message.encode(), hashlib.sha256).digest()
+    return hmac.digest(secret.encode(), message.encode(), "sha256")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,11 +66,14 @@ def acs3_canonical_request(
     ``pathname`` is the encoded path exactly as sent. Every header given is signed: names
     lower-cased and sorted, values trimmed, repeated names joined by ``,``.
     """
-    merged: dict[str, list[str]] = {}
+    merged: dict[str, str] = {}
     for name, value in headers:
-        merged.setdefault(name.lower(), []).append(value.strip())
+        lowered = name.lower()
+        merged[lowered] = (
+            f"{merged[lowered]},{value.strip()}" if lowered in merged else value.strip()
+        )
     names = sorted(merged)
-    canonical_headers = "".join(f"{name}:{','.join(merged[name])}\n" for name in names)
+    canonical_headers = "".join([f"{name}:{merged[name]}\n" for name in names])
     signed_headers = ";".join(names)
     canonical = "\n".join(
         (
@@ -107,6 +110,56 @@ def acs3_sign(
         f"SignedHeaders={signed_headers},Signature={signature}"
     )
     return Acs3Signature(canonical, string_to_sign, signed_headers, authorization)
+
+
+_DATE_MARK = "\x00date\x00"
+_NONCE_MARK = "\x00nonce\x00"
+
+
+@dataclass(frozen=True, slots=True)
+class Acs3Template:
+    """An ACS3 canonical request with only ``x-acs-date`` and the nonce left open.
+
+    A tracked invocation is polled with the same path, query and headers every time except
+    those two, so its canonical request is built once (by ``acs3_canonical_request`` itself,
+    with marks in the open places) and each poll only fills them in and hashes. Signing showed
+    in the polling path's profile; the output is the generic signer's, byte for byte.
+    """
+
+    head: str
+    middle: str
+    tail: str
+    signed_headers: str
+
+    @classmethod
+    def build(
+        cls,
+        method: str,
+        pathname: str,
+        query: Mapping[str, str],
+        headers: Mapping[str, str],
+        payload_sha256_hex: str,
+    ) -> Acs3Template:
+        """``headers`` are all signed headers except x-acs-date and x-acs-signature-nonce."""
+        marked = {**headers, "x-acs-date": _DATE_MARK, "x-acs-signature-nonce": _NONCE_MARK}
+        canonical, signed_headers = acs3_canonical_request(
+            method, pathname, query, marked.items(), payload_sha256_hex
+        )
+        head, _, rest = canonical.partition(_DATE_MARK)
+        middle, _, tail = rest.partition(_NONCE_MARK)
+        return cls(head, middle, tail, signed_headers)
+
+    def authorization(
+        self, *, iso_date: str, nonce: str, access_key_id: str, access_key_secret: str
+    ) -> str:
+        """The Authorization value for this request at ``iso_date`` with ``nonce``."""
+        canonical = f"{self.head}{iso_date}{self.middle}{nonce}{self.tail}"
+        digest = hashlib.sha256(canonical.encode()).hexdigest()
+        signature = _hmac_sha256(access_key_secret, f"{ACS3_ALGORITHM}\n{digest}").hex()
+        return (
+            f"{ACS3_ALGORITHM} Credential={access_key_id},"
+            f"SignedHeaders={self.signed_headers},Signature={signature}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
