@@ -10,7 +10,6 @@ drive the scheduler tick by tick with ``poll_due``. ``run`` is the daemon loop a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import heapq
 import random
@@ -161,6 +160,8 @@ class Scheduler:
             else None
         )
         self._queue: list[tuple[float, int, str, int]] = []
+        self._sleeper: asyncio.Future[None] | None = None
+        self._sleep_until = float("inf")
         self._counter = 0
         self._auth_failing = False
         self.outcomes: Counter[PollOutcome] = Counter()
@@ -256,6 +257,8 @@ class Scheduler:
         self._counter += 1
         due = self._clock.monotonic() + delay_s
         heapq.heappush(self._queue, (due, self._counter, state.ref.key, state.generation))
+        if due < self._sleep_until:
+            self._wake()  # due before the run loop meant to look again
 
     def next_due_in_s(self) -> float | None:
         """Seconds until the earliest scheduled poll, or None if nothing is scheduled."""
@@ -474,17 +477,33 @@ class Scheduler:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until ``stop`` is set; then let in-flight polls finish within the stop bound."""
+        loop = asyncio.get_running_loop()
         inflight: set[asyncio.Task[PollOutcome]] = set()
-        while not stop.is_set():
-            for key in self.pop_due():
-                task = asyncio.create_task(self.poll(key), name=f"poll:{key}")
-                inflight.add(task)
-                task.add_done_callback(inflight.discard)
-            wait_s = self.next_due_in_s()
-            timeout_s = 1.0 if wait_s is None else min(max(wait_s, 0.001), 1.0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=timeout_s)
+        stop_waiter = asyncio.ensure_future(stop.wait())
+        stop_waiter.add_done_callback(lambda _: self._wake())
+        try:
+            while not stop.is_set():
+                for key in self.pop_due():
+                    task = asyncio.create_task(self.poll(key), name=f"poll:{key}")
+                    inflight.add(task)
+                    task.add_done_callback(inflight.discard)
+                wait_s = self.next_due_in_s()
+                timeout_s = 1.0 if wait_s is None else min(max(wait_s, 0.001), 1.0)
+                # A bare future and one timer per wait: this loop turns up to thousands of
+                # times a second, and wait_for's extra task per turn showed in profiles.
+                self._sleeper = loop.create_future()
+                self._sleep_until = self._clock.monotonic() + timeout_s
+                timer = loop.call_later(timeout_s, self._wake)
+                await self._sleeper
+                timer.cancel()
+        finally:
+            stop_waiter.cancel()
+            self._sleeper = None
         await self._finish(inflight)
+
+    def _wake(self) -> None:
+        if self._sleeper is not None and not self._sleeper.done():
+            self._sleeper.set_result(None)
 
     async def _finish(self, inflight: Iterable[asyncio.Task[PollOutcome]]) -> None:
         tasks = list(inflight)

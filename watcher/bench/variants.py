@@ -112,12 +112,22 @@ async def run_floor(params: Params) -> Params:
         async def sweep() -> None:
             await asyncio.gather(*(one(i) for i in range(len(requests))))
 
-        return await _measure(params, sweep, lambda d: _loop(d, int(params["concurrency"]), one))
+        rate = params.get("rate_per_s")
+        return await _measure(
+            params, sweep, lambda d: _loop(d, int(params["concurrency"]), one, rate)
+        )
 
 
-async def _loop(duration_s: float, concurrency: int, one: Callable[[int], Awaitable[None]]) -> int:
-    """``concurrency`` workers calling ``one`` round robin until the duration is up."""
-    deadline = time.perf_counter() + duration_s
+async def _loop(
+    duration_s: float,
+    concurrency: int,
+    one: Callable[[int], Awaitable[None]],
+    rate_per_s: float | None = None,
+) -> int:
+    """``concurrency`` workers calling ``one`` round robin until the duration is up, paced to
+    ``rate_per_s`` in all when given (to compare CPU per poll at the same rate)."""
+    started = time.perf_counter()
+    deadline = started + duration_s
     counter = 0
 
     async def worker() -> int:
@@ -125,6 +135,10 @@ async def _loop(duration_s: float, concurrency: int, one: Callable[[int], Awaita
         done = 0
         while time.perf_counter() < deadline:
             counter += 1
+            if rate_per_s:
+                ahead_s = started + counter / rate_per_s - time.perf_counter()
+                if ahead_s > 0:
+                    await asyncio.sleep(ahead_s)
             await one(counter)
             done += 1
         return done
