@@ -212,6 +212,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     report = run_all(
         invocations=args.invocations,
         concurrency=args.concurrency,
+        latency_concurrency=args.latency_concurrency,
         duration_s=args.duration_s,
         scale=0 if args.no_scale else args.scale,
         progress=(lambda _: None) if args.json else (lambda text: print(text, file=sys.stderr)),
@@ -273,6 +274,9 @@ def _parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="benchmark against the official SDK and aiohttp")
     bench.add_argument("--invocations", type=int, default=1000)
     bench.add_argument("--concurrency", type=int, default=32)
+    bench.add_argument(
+        "--latency-concurrency", type=int, default=256, help="concurrency of the 50 ms runs"
+    )
     bench.add_argument("--duration-s", type=float, default=10.0)
     bench.add_argument("--scale", type=int, default=20_000, help="invocations in the scale run")
     bench.add_argument("--no-scale", action="store_true", help="skip the scale run")

@@ -169,3 +169,18 @@ def test_group_summary() -> None:
     message = render_group(burst)
     assert message.title.startswith("4 transitions of transcode: 3 failed, 1 expired")
     assert len(message.lines) == 4
+
+
+def test_select_heads_and_select_due_keep_per_invocation_order() -> None:
+    """Single-row sinks send each invocation's head row only; batches stop behind a waiting row."""
+    from watcher.outbox import select_due, select_heads
+    from watcher.store import OutboxRow
+
+    def row(seq: int, key: str, due_ms: int) -> OutboxRow:
+        return OutboxRow(seq, change("Failed"), key, 0, due_ms, 0)
+
+    rows = [row(1, "a", 0), row(2, "a", 0), row(3, "b", 50), row(4, "b", 0), row(5, "c", 0)]
+    assert [r.seq for r in select_heads(rows, 10, 10)] == [1, 5]
+    assert [r.seq for r in select_heads(rows, 10, 1)] == [1]
+    assert [r.seq for r in select_due(rows, 10, 10)] == [1, 2, 5]
+    assert [r.seq for r in select_due(rows, 100, 2)] == [1, 2]

@@ -97,11 +97,21 @@ def machine() -> Params:
 
 
 def run_all(
-    *, invocations: int, concurrency: int, duration_s: float, scale: int, progress: Any = print
+    *,
+    invocations: int,
+    concurrency: int,
+    latency_concurrency: int,
+    duration_s: float,
+    scale: int,
+    progress: Any = print,
 ) -> Params:
     """Every run; returns the whole report."""
     base = {"invocations": invocations, "concurrency": concurrency, "duration_s": duration_s}
-    report: Params = {"machine": machine(), "params": base, "runs": {}}
+    report: Params = {
+        "machine": machine(),
+        "params": {**base, "latency_concurrency": latency_concurrency},
+        "runs": {},
+    }
     with emulator(steady_scenario(invocations)) as url:
         cpu = {}
         for variant in ("watcher", "floor", "sdk-async"):
@@ -117,7 +127,9 @@ def run_all(
         latency = {}
         for variant in ("watcher", "sdk-async", "sdk-sync"):
             progress(f"latency 50 ms: {variant} ...")
-            latency[variant] = run_variant(variant, {**base, "url": url})
+            latency[variant] = run_variant(
+                variant, {**base, "url": url, "concurrency": latency_concurrency}
+            )
         report["runs"]["latency_50ms"] = latency
     if scale:
         with emulator(steady_scenario(scale)) as url:
@@ -160,11 +172,12 @@ def ratios(runs: Params) -> Params:
 
 def render(report: Params) -> str:
     """The human-readable report."""
+    params = report["params"]
     lines = [
         f"machine: {report['machine']['cpus']} CPUs, Python {report['machine']['python']}, "
         f"{report['machine']['platform']}",
-        f"N={report['params']['invocations']} invocations, concurrency "
-        f"{report['params']['concurrency']}, {report['params']['duration_s']:g} s per variant",
+        f"N={params['invocations']} invocations, concurrency {params['concurrency']} "
+        f"(50 ms runs: {params['latency_concurrency']}), {params['duration_s']:g} s a variant",
         "",
         f"{'run':<14}{'variant':<13}{'polls/s':>10}{'CPU us/poll':>13}{'CPU %':>8}"
         f"{'peak RSS MB':>13}{'lag p50 ms':>12}{'lag p99 ms':>12}",
