@@ -160,6 +160,8 @@ def ratios(runs: Params) -> Params:
     latency = runs["latency_50ms"]
     return {
         "cpu_per_poll_vs_floor": cpu["watcher"]["cpu_us_per_poll"]
+        / cpu["floor-paced"]["cpu_us_per_poll"],
+        "cpu_per_poll_vs_unpaced_floor": cpu["watcher"]["cpu_us_per_poll"]
         / cpu["floor"]["cpu_us_per_poll"],
         "cpu_per_poll_vs_sdk_async": cpu["watcher"]["cpu_us_per_poll"]
         / cpu["sdk-async"]["cpu_us_per_poll"],
