@@ -156,3 +156,25 @@ async def receiver() -> AsyncIterator[Receiver]:
     await started.start()
     yield started
     await started.stop()
+
+
+_REPORT_KEY = pytest.StashKey[list[str]]()
+
+
+@pytest.fixture
+def report(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """Record a line of what a reliability test counted; printed at the end of the run."""
+    lines = request.config.stash.setdefault(_REPORT_KEY, [])
+
+    def add(line: str) -> None:
+        lines.append(f"{request.node.name}: {line}")
+
+    return add
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    lines = config.stash.get(_REPORT_KEY, [])
+    if lines:
+        terminalreporter.section("what the reliability tests counted")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -7,6 +7,7 @@ import asyncio
 import random
 import signal
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +139,7 @@ async def test_run_emits_the_exact_sequence_and_stops_gracefully(
 
 
 async def test_sigkill_at_random_moments_loses_and_invents_nothing(
-    start_emulator: EmulatorFactory, tmp_path: Path
+    start_emulator: EmulatorFactory, tmp_path: Path, report: Callable[[str], None]
 ) -> None:
     """Killed with SIGKILL at random moments and restarted, the daemon still emits every
     expected transition, and no transition id ever stands for two different facts."""
@@ -201,7 +202,7 @@ async def test_sigkill_at_random_moments_loses_and_invents_nothing(
     assert all(len(versions) == 1 for versions in seen.values()), "an id stood for two facts"
     assert {tid: next(iter(v)) for tid, v in seen.items()} == facts
     redelivered = sum(1 for e in transitions_in(read_log(logs))) - len(seen)
-    print(f"kills={kills} transitions={len(facts)} same-id re-deliveries={redelivered}")
+    report(f"kills={kills} transitions={len(facts)} same-id re-deliveries={redelivered}")
 
 
 async def test_sigterm_cancels_polls_past_the_stop_bound(

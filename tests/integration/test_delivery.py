@@ -321,3 +321,38 @@ async def test_robot_rate_window_holds_batches(
     assert 55_000 < wait_ms <= 60_000
     assert store.outbox_counts() == {"sent": 2, "pending": 1}
     store.close()
+
+
+def test_redeliver_command(tmp_path: Path, capsys: Any) -> None:
+    """`fc-watcher redeliver` queues dead letters again, beside a running daemon's lock;
+    an unknown sink name is one clear line."""
+    import json as json_module
+
+    from watcher.cli import EXIT_USAGE, main
+
+    store = StateStore.open(tmp_path / "state.db")
+    (transition,) = commit_steps(store, "a", ["Failed"], ["hook"], 0)
+    (row,) = store.pending("hook", 10)
+    store.mark_dead([row.seq], 1, "HTTP 410: gone")
+    config = tmp_path / "watcher.yaml"
+    config.write_text(
+        json_module.dumps(
+            {
+                "fc": {"account_id": "1", "region": "cn-hangzhou"},
+                "state": {"path": str(tmp_path / "state.db")},
+                "watch": [{"service": "media", "function": "transcode", "invocations": ["a"]}],
+                "sinks": [
+                    {"name": "log", "type": "log"},
+                    {"name": "hook", "type": "webhook", "url": "http://127.0.0.1:9/"},
+                ],
+            }
+        )
+    )
+    assert main(["status", "-c", str(config)]) == 0
+    assert "HTTP 410: gone" in capsys.readouterr().out
+    assert main(["redeliver", "-c", str(config), "--sink", "pager"]) == EXIT_USAGE
+    assert "no sink is named 'pager'" in capsys.readouterr().err
+    assert main(["redeliver", "-c", str(config), "--id", transition.id]) == 0  # the lock is held
+    assert "1 dead letter(s) queued again" in capsys.readouterr().out
+    assert [r.transition.id for r in store.pending("hook", 10)] == [transition.id]
+    store.close()

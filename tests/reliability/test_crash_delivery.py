@@ -8,6 +8,7 @@ import json
 import random
 import signal
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,10 @@ def _fact(data: dict[str, Any]) -> tuple[Any, ...]:
 
 
 async def test_sigkill_during_a_300_transition_run(
-    start_emulator: EmulatorFactory, receiver: Receiver, tmp_path: Path
+    start_emulator: EmulatorFactory,
+    receiver: Receiver,
+    tmp_path: Path,
+    report: Callable[[str], None],
 ) -> None:
     """Union of deliveries equals the expected set; re-deliveries are counted, never invented."""
     rng = random.Random(7)
@@ -109,8 +113,8 @@ async def test_sigkill_during_a_300_transition_run(
     lost = set(facts) - set(by_id)
     invented = set(by_id) - set(facts)
     redelivered = deliveries - len(by_id)
-    print(
-        f"\nkills={kills} expected={len(facts)} delivered_ids={len(by_id)} lost={len(lost)} "
+    report(
+        f"kills={kills} expected={len(facts)} delivered_ids={len(by_id)} lost={len(lost)} "
         f"invented={len(invented)} same-id re-deliveries={redelivered}"
     )
     assert kills >= 20

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,7 @@ def _script(count: int) -> list[dict[str, Any]]:
 
 
 async def test_receiver_down_for_60_s_gets_everything_in_order(
-    start_emulator: EmulatorFactory, tmp_path: Path
+    start_emulator: EmulatorFactory, tmp_path: Path, report: Callable[[str], None]
 ) -> None:
     """Nothing listens on the webhook's port for a minute; afterwards every transition arrives,
     in commit order per invocation."""
@@ -121,8 +122,8 @@ async def test_receiver_down_for_60_s_gets_everything_in_order(
         committed_order: dict[str, list[str]] = {}
         for entry in transitions_in(read_log([log])):
             committed_order.setdefault(entry["invocation_id"], []).append(entry["transition_id"])
-        print(
-            f"\noutage 60 s: {retries} retried attempts while down, "
+        report(
+            f"outage 60 s: {retries} retried attempts while down, "
             f"{len(back.requests)} delivered after"
         )
         assert retries > 5
@@ -132,7 +133,9 @@ async def test_receiver_down_for_60_s_gets_everything_in_order(
         await back.stop()
 
 
-async def test_twenty_percent_faulty_api(start_emulator: EmulatorFactory, tmp_path: Path) -> None:
+async def test_twenty_percent_faulty_api(
+    start_emulator: EmulatorFactory, tmp_path: Path, report: Callable[[str], None]
+) -> None:
     """Mixed 429/500/503/resets/latency/truncated/non-JSON on 20% of requests: no crash, no false
     transition, every invocation reaches its final state, and polling backs off."""
     script = _script(8)
@@ -203,8 +206,8 @@ async def test_twenty_percent_faulty_api(start_emulator: EmulatorFactory, tmp_pa
         for s in f.samples
         if s.name.endswith("_total")
     }
-    print(
-        f"\nrequests={stats['requests']} faults injected={injected} polls={polls} "
+    report(
+        f"requests={stats['requests']} faults injected={injected} polls={polls} "
         f"requests in 2 s: healthy={healthy}, during a total outage={during}"
     )
     assert injected > 20

@@ -106,8 +106,9 @@ async def test_no_secret_in_the_output_of_a_failing_run(
     """Every sink configured, every one failing (errors, a closed port), FC refusing a wrong
     key: the daemon's whole output and the state DB's rows contain no secret."""
     receiver.default = (500, "internal error", {})
-    emu = await start_emulator(invocations=SCRIPT)
-    config = write_config(tmp_path, emu.url, IDS, poll={"failure_threshold": 1})
+    still_running = {"id": "run-1", "timeline": [{"at_s": 0, "status": "Running"}]}
+    emu = await start_emulator(invocations=[*SCRIPT, still_running])
+    config = write_config(tmp_path, emu.url, [*IDS, "run-1"], poll={"failure_threshold": 1})
     closed = "http://127.0.0.1:9"  # nothing listens on the discard port here
     sinks = [
         {
