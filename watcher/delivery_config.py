@@ -51,7 +51,7 @@ class _Delivery(_Section):
     """A row not delivered this long after it was committed is dead-lettered."""
 
 
-class _Chat(_Delivery):
+class ChatSinkSettings(_Delivery):
     """Chat robots: transitions arriving within ``group_wait_s`` become one message."""
 
     url: HttpUrl
@@ -104,7 +104,7 @@ class WebhookSinkSettings(_Delivery):
         return value
 
 
-class DingTalkSinkSettings(_Chat):
+class DingTalkSinkSettings(ChatSinkSettings):
     """A DingTalk custom robot (markdown), optionally signed with its ``SEC...`` secret."""
 
     type: Literal["dingtalk"]
@@ -112,7 +112,7 @@ class DingTalkSinkSettings(_Chat):
     at_mobiles: list[str] = Field(default_factory=list)
 
 
-class FeishuSinkSettings(_Chat):
+class FeishuSinkSettings(ChatSinkSettings):
     """A Feishu / Lark custom bot, optionally signed."""
 
     type: Literal["feishu"]
@@ -120,13 +120,13 @@ class FeishuSinkSettings(_Chat):
     max_per_minute: int = Field(100, ge=1, le=10_000)
 
 
-class WeComSinkSettings(_Chat):
+class WeComSinkSettings(ChatSinkSettings):
     """A WeCom group robot (markdown)."""
 
     type: Literal["wecom"]
 
 
-class SlackSinkSettings(_Chat):
+class SlackSinkSettings(ChatSinkSettings):
     """A Slack incoming webhook (blocks plus a text fallback)."""
 
     type: Literal["slack"]

@@ -11,8 +11,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
+import aiohttp
+
+from watcher.delivery_config import ChatSinkSettings
 from watcher.render import Message, render_group
 from watcher.sinks import Outgoing
+from watcher.sinks._http import body_code, classify, post
 
 SEVERITY_ORDER = {"info": 0, "warning": 1, "critical": 2}
 
@@ -65,3 +69,57 @@ def cap_utf8(text: str, max_bytes: int) -> str:
     if len(encoded) <= max_bytes:
         return text
     return encoded[: max_bytes - 3].decode(errors="ignore") + "..."
+
+
+class ChatSink:
+    """What every robot sink does: group, render, respect the rate window, POST, classify.
+
+    A subclass says how a message becomes its robot's request (``request``) and which body
+    keys and codes its robot uses (``code_keys``, ``throttle_codes``).
+    """
+
+    max_in_flight = 1
+    code_keys: tuple[str, ...] = ()
+    throttle_codes: frozenset[int] = frozenset()
+
+    def __init__(
+        self,
+        settings: ChatSinkSettings,
+        session: aiohttp.ClientSession,
+        *,
+        region: str | None = None,
+        extra_secrets: tuple[str, ...] = (),
+    ) -> None:
+        self.name = settings.name
+        self.group_wait_s = settings.group_wait_s
+        self.max_batch = settings.max_group
+        self._url = settings.url.get_secret_value()
+        self._timeout_s = settings.timeout_s
+        self._session = session
+        self._region = region
+        self._window = RateWindow(settings.max_per_minute)
+        self._secrets = tuple(v for v in (self._url, *extra_secrets) if v)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+    def wait_s(self) -> float:
+        return self._window.wait_s()
+
+    def request(self, message: Message) -> tuple[str, bytes]:
+        """The URL and the JSON body that carry ``message`` to this robot."""
+        raise NotImplementedError
+
+    async def send(self, batch: Sequence[Outgoing]) -> None:
+        url, body = self.request(group_message(batch, self._region))
+        self._window.record()
+        reply = await post(
+            self._session, url, body, timeout_s=self._timeout_s, secrets=self._secrets
+        )
+        code = body_code(reply.body, *self.code_keys) if self.code_keys else None
+        error = classify(reply, body_code=code, throttle_codes=self.throttle_codes)
+        if error is not None:
+            raise error
+
+    async def close(self) -> None:
+        return None

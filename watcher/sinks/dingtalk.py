@@ -7,15 +7,14 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from urllib.parse import quote_plus
 
 import aiohttp
 
 from watcher.delivery_config import DingTalkSinkSettings
-from watcher.sinks import Outgoing
-from watcher.sinks._chat import RateWindow, cap_utf8, group_message, markdown
-from watcher.sinks._http import body_code, classify, post
+from watcher.render import Message
+from watcher.sinks._chat import ChatSink, cap_utf8, markdown
 
 SEND_TOO_FAST = 130101  # "send too fast, exceed 20 times per minute"
 
@@ -33,10 +32,11 @@ def signed_url(url: str, secret: str, timestamp_ms: int) -> str:
     return f"{url}{joiner}timestamp={timestamp_ms}&sign={sign}"
 
 
-class DingTalkSink:
+class DingTalkSink(ChatSink):
     """Sends grouped markdown messages to one DingTalk robot."""
 
-    max_in_flight = 1
+    code_keys = ("errcode",)
+    throttle_codes = frozenset({SEND_TOO_FAST})
 
     def __init__(
         self,
@@ -46,27 +46,12 @@ class DingTalkSink:
         region: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.name = settings.name
-        self.group_wait_s = settings.group_wait_s
-        self.max_batch = settings.max_group
-        self._url = settings.url.get_secret_value()
         self._secret = settings.secret.get_secret_value() if settings.secret else None
+        super().__init__(settings, session, region=region, extra_secrets=(self._secret or "",))
         self._mentions = list(settings.at_mobiles)
-        self._timeout_s = settings.timeout_s
-        self._session = session
-        self._region = region
         self._clock = clock
-        self._window = RateWindow(settings.max_per_minute)
-        self._secrets = tuple(v for v in (self._url, self._secret) if v)
 
-    def __repr__(self) -> str:
-        return f"DingTalkSink(name={self.name!r})"
-
-    def wait_s(self) -> float:
-        return self._window.wait_s()
-
-    async def send(self, batch: Sequence[Outgoing]) -> None:
-        message = group_message(batch, self._region)
+    def request(self, message: Message) -> tuple[str, bytes]:
         body = {
             "msgtype": "markdown",
             "markdown": {
@@ -78,21 +63,4 @@ class DingTalkSink:
         url = self._url
         if self._secret:
             url = signed_url(url, self._secret, int(self._clock() * 1000))
-        self._window.record()
-        reply = await post(
-            self._session,
-            url,
-            json.dumps(body, ensure_ascii=False).encode(),
-            timeout_s=self._timeout_s,
-            secrets=self._secrets,
-        )
-        error = classify(
-            reply,
-            body_code=body_code(reply.body, "errcode"),
-            throttle_codes=frozenset({SEND_TOO_FAST}),
-        )
-        if error is not None:
-            raise error
-
-    async def close(self) -> None:
-        return None
+        return url, json.dumps(body, ensure_ascii=False).encode()

@@ -7,16 +7,14 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 
 from watcher.delivery_config import FeishuSinkSettings
 from watcher.render import Message
-from watcher.sinks import Outgoing
-from watcher.sinks._chat import RateWindow, cap_utf8, group_message
-from watcher.sinks._http import body_code, classify, post
+from watcher.sinks._chat import ChatSink, cap_utf8
 
 FLOW_CONTROL = 11232
 MAX_BODY_BYTES = 20_000
@@ -39,10 +37,11 @@ def post_content(message: Message) -> dict[str, Any]:
     return {"post": {"zh_cn": {"title": title, "content": paragraphs}}}
 
 
-class FeishuSink:
+class FeishuSink(ChatSink):
     """Sends grouped messages to one Feishu bot."""
 
-    max_in_flight = 1
+    code_keys = ("code", "StatusCode")
+    throttle_codes = frozenset({FLOW_CONTROL})
 
     def __init__(
         self,
@@ -52,26 +51,11 @@ class FeishuSink:
         region: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.name = settings.name
-        self.group_wait_s = settings.group_wait_s
-        self.max_batch = settings.max_group
-        self._url = settings.url.get_secret_value()
         self._secret = settings.secret.get_secret_value() if settings.secret else None
-        self._timeout_s = settings.timeout_s
-        self._session = session
-        self._region = region
+        super().__init__(settings, session, region=region, extra_secrets=(self._secret or "",))
         self._clock = clock
-        self._window = RateWindow(settings.max_per_minute)
-        self._secrets = tuple(v for v in (self._url, self._secret) if v)
 
-    def __repr__(self) -> str:
-        return f"FeishuSink(name={self.name!r})"
-
-    def wait_s(self) -> float:
-        return self._window.wait_s()
-
-    async def send(self, batch: Sequence[Outgoing]) -> None:
-        message = group_message(batch, self._region)
+    def request(self, message: Message) -> tuple[str, bytes]:
         body: dict[str, Any] = {"msg_type": "post", "content": post_content(message)}
         if self._secret:
             timestamp_s = int(self._clock())
@@ -82,17 +66,4 @@ class FeishuSink:
             message = Message(message.title, message.lines[:-1], message.severity, message.link)
             body["content"] = post_content(message)
             encoded = json.dumps(body, ensure_ascii=False).encode()
-        self._window.record()
-        reply = await post(
-            self._session, self._url, encoded, timeout_s=self._timeout_s, secrets=self._secrets
-        )
-        error = classify(
-            reply,
-            body_code=body_code(reply.body, "code", "StatusCode"),
-            throttle_codes=frozenset({FLOW_CONTROL}),
-        )
-        if error is not None:
-            raise error
-
-    async def close(self) -> None:
-        return None
+        return self._url, encoded
