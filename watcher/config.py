@@ -10,8 +10,6 @@ as ``**********``. This module does not touch the network or the state DB.
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -33,6 +31,13 @@ from watcher.delivery_config import SINK_TYPES, LogSinkSettings, Route, SinkSett
 from watcher.fc.client import SignatureScheme, resolve_endpoint
 from watcher.fc.errors import InvalidIdentifierError
 from watcher.fc.models import Api, FunctionRef, InvocationRef, validate_identifier
+from watcher.yaml_source import (
+    inline_secrets,
+    line_index,
+    render_location,
+    resolve_files,
+    substitute,
+)
 
 
 class ConfigError(Exception):
@@ -240,128 +245,6 @@ class LoadedConfig:
     """YAML paths of secrets written in the file itself (worth a permissions check)."""
 
 
-# -- ${VAR} substitution ----------------------------------------------------------------------
-
-_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-def _substitute(value: Any, where: str, env: dict[str, str], problems: list[str]) -> Any:
-    if isinstance(value, dict):
-        return {
-            k: _substitute(v, f"{where}.{k}" if where else str(k), env, problems)
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [_substitute(v, f"{where}[{i}]", env, problems) for i, v in enumerate(value)]
-    if not isinstance(value, str) or "${" not in value:
-        return value
-
-    def replace(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        if name in env:
-            return env[name]
-        if default is not None:
-            return default
-        problems.append(
-            f"{where}: environment variable {name} is not set "
-            f"(set it, or write ${{{name}:-default}})"
-        )
-        return ""
-
-    return _VARIABLE.sub(replace, value)
-
-
-# -- secrets from files (systemd LoadCredential=) ------------------------------------------
-
-SECRET_KEYS = frozenset({"access_key_id", "access_key_secret", "security_token", "secret", "url"})
-_NOT_SECRET_FILES = frozenset({"invocations_file"})
-
-
-def _resolve_files(
-    value: Any, where: str, base_dir: Path, env: dict[str, str], problems: list[str]
-) -> Any:
-    """Replace every ``X_file: PATH`` by ``X: <the file's content>``.
-
-    A relative PATH is looked up in ``$CREDENTIALS_DIRECTORY`` (where systemd puts
-    ``LoadCredential=`` files) when set, else next to the config file.
-    """
-    if isinstance(value, list):
-        return [
-            _resolve_files(v, f"{where}[{i}]", base_dir, env, problems) for i, v in enumerate(value)
-        ]
-    if not isinstance(value, dict):
-        return value
-    resolved: dict[Any, Any] = {}
-    for key, item in value.items():
-        here = f"{where}.{key}" if where else str(key)
-        if not (isinstance(key, str) and key.endswith("_file")) or key in _NOT_SECRET_FILES:
-            resolved[key] = _resolve_files(item, here, base_dir, env, problems)
-            continue
-        target = key.removesuffix("_file")
-        if target in value:
-            problems.append(f"{here}: give {target} or {key}, not both")
-            continue
-        if not isinstance(item, str):
-            problems.append(f"{here}: must be a file path")
-            continue
-        path = Path(item)
-        if not path.is_absolute():
-            path = Path(env.get("CREDENTIALS_DIRECTORY") or base_dir) / path
-        try:
-            resolved[target] = path.read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as exc:
-            problems.append(f"{here}: cannot read {path} ({exc.strerror})")
-    return resolved
-
-
-def inline_secrets(document: Any, where: str = "") -> list[str]:
-    """YAML paths of secrets written into the file itself (not ``${VAR}``, not ``*_file``)."""
-    found: list[str] = []
-    if isinstance(document, dict):
-        for key, item in document.items():
-            here = f"{where}.{key}" if where else str(key)
-            if key in SECRET_KEYS and isinstance(item, str) and item and "${" not in item:
-                if key != "url" or where.startswith("sinks"):
-                    found.append(here)
-            elif key == "headers" and isinstance(item, dict):
-                found.extend(
-                    f"{here}.{name}"
-                    for name, v in item.items()
-                    if isinstance(v, str) and "${" not in v
-                )
-            else:
-                found.extend(inline_secrets(item, here))
-    elif isinstance(document, list):
-        for index, item in enumerate(document):
-            found.extend(inline_secrets(item, f"{where}[{index}]"))
-    return found
-
-
-# -- YAML with line numbers ---------------------------------------------------------------------
-
-
-def _line_index(
-    node: yaml.Node, path: tuple[Any, ...] = ()
-) -> Iterator[tuple[tuple[Any, ...], int]]:
-    yield path, node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            yield from _line_index(value_node, (*path, key_node.value))
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            yield from _line_index(item, (*path, index))
-
-
-def _render_location(loc: tuple[Any, ...]) -> str:
-    text = ""
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            text += f".{part}" if text else str(part)
-    return text or "(top level)"
-
-
 def _pydantic_problems(exc: ValidationError, lines: dict[tuple[Any, ...], int]) -> list[str]:
     problems = []
     for error in exc.errors():
@@ -375,7 +258,7 @@ def _pydantic_problems(exc: ValidationError, lines: dict[tuple[Any, ...], int]) 
             if line is not None:
                 break
         message = error["msg"].removeprefix("Value error, ")
-        where = _render_location(loc)
+        where = render_location(loc)
         problems.append(f"{where}: {message}" + (f" (line {line})" if line else ""))
     return problems
 
@@ -484,12 +367,12 @@ def load_config(path: Path, env: dict[str, str] | None = None) -> LoadedConfig:
         raise ConfigError(path, [f"not valid YAML: {problem}{where}"]) from None
     if not isinstance(document, dict):
         raise ConfigError(path, ["the top level must be a mapping with fc, state and watch"])
-    lines = dict(_line_index(node)) if node is not None else {}
+    lines = dict(line_index(node)) if node is not None else {}
     problems: list[str] = []
     environment = dict(os.environ) if env is None else env
     literal_secrets = inline_secrets(document)
-    document = _substitute(document, "", environment, problems)
-    document = _resolve_files(document, "", path.parent, environment, problems)
+    document = substitute(document, "", environment, problems)
+    document = resolve_files(document, "", path.parent, environment, problems)
     if problems:
         raise ConfigError(path, problems)
     try:
