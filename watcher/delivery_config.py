@@ -156,7 +156,6 @@ SinkSettings = Annotated[
     Field(discriminator="type"),
 ]
 SINK_TYPES = ("log", "file", "webhook", "dingtalk", "feishu", "wecom", "slack", "alertmanager")
-CHAT_TYPES = frozenset({"dingtalk", "feishu", "wecom", "slack"})
 
 
 def _as_list(value: object) -> object:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from collections.abc import Callable, Mapping
 
 import structlog
@@ -62,7 +63,12 @@ class Notifier:
         self.send(STOPPING="1", STATUS="stopping")
 
     def reloading(self) -> None:
-        self.send(RELOADING="1", STATUS="reloading the config")
+        """Tell systemd a reload began; ``ready()`` ends it."""
+        self.send(
+            RELOADING="1",
+            STATUS="reloading the config",
+            MONOTONIC_USEC=str(time.monotonic_ns() // 1000),
+        )
 
     async def watchdog(self, stop: asyncio.Event, status: Callable[[], str]) -> None:
         """Ping the watchdog (and refresh STATUS) at half of WATCHDOG_USEC until ``stop``."""

@@ -13,7 +13,6 @@ import asyncio
 import functools
 import random
 import stat
-import time
 from collections import Counter
 
 import aiohttp
@@ -261,7 +260,7 @@ class Watcher:
 
     async def reload(self) -> bool:
         """Re-read the config file; apply it if valid, else keep running the old one."""
-        self.notifier.send(RELOADING="1", MONOTONIC_USEC=str(time.monotonic_ns() // 1000))
+        self.notifier.reloading()
         try:
             loaded = load_config(self._loaded.path)
         except ConfigError as exc:
