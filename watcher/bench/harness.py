@@ -2,7 +2,8 @@
 
 Runs, in one invocation of ``fc-watcher bench``:
   cpu        no added latency: CPU per poll of the watcher, the aiohttp floor, the SDK's async path
-  latency    50 ms added per request: throughput of the watcher, the SDK async and sync loops
+  latency    50 ms added per request: throughput of the watcher, the floor (which shows the
+             emulator's ceiling), the SDK async and sync loops
   scale      20,000 invocations at interval_s 10: polls/s, scheduling lag, RSS
   delivery   change seen by a poll -> webhook receiver has it: p50/p99
 """
@@ -125,7 +126,7 @@ def run_all(
         report["runs"]["cpu"] = cpu
     with emulator(steady_scenario(invocations, latency_ms=50)) as url:
         latency = {}
-        for variant in ("watcher", "sdk-async", "sdk-sync"):
+        for variant in ("watcher", "floor", "sdk-async", "sdk-sync"):
             progress(f"latency 50 ms: {variant} ...")
             latency[variant] = run_variant(
                 variant, {**base, "url": url, "concurrency": latency_concurrency}
