@@ -326,6 +326,7 @@ class Scheduler:
         except NotFoundError:
             self._auth_ok()
             state.failures = 0
+            state.digest = None  # if it comes back, diff it: that resets the not-found count
             result = decide.not_found(
                 state.snapshot,
                 ref=ref,
