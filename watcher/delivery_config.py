@@ -104,19 +104,23 @@ class WebhookSinkSettings(_Delivery):
         return value
 
 
-class DingTalkSinkSettings(ChatSinkSettings):
+class SignedChatSinkSettings(ChatSinkSettings):
+    """A robot that can require each message to be signed with a secret of its own."""
+
+    secret: SecretStr | None = None
+
+
+class DingTalkSinkSettings(SignedChatSinkSettings):
     """A DingTalk custom robot (markdown), optionally signed with its ``SEC...`` secret."""
 
     type: Literal["dingtalk"]
-    secret: SecretStr | None = None
     at_mobiles: list[str] = Field(default_factory=list)
 
 
-class FeishuSinkSettings(ChatSinkSettings):
+class FeishuSinkSettings(SignedChatSinkSettings):
     """A Feishu / Lark custom bot, optionally signed."""
 
     type: Literal["feishu"]
-    secret: SecretStr | None = None
     max_per_minute: int = Field(100, ge=1, le=10_000)
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 import aiohttp
 
-from watcher.delivery_config import ChatSinkSettings
+from watcher.delivery_config import ChatSinkSettings, SignedChatSinkSettings
 from watcher.render import Message, render_group
 from watcher.sinks import Outgoing
 from watcher.sinks._http import body_code, classify, post
@@ -123,3 +123,19 @@ class ChatSink:
 
     async def close(self) -> None:
         return None
+
+
+class SignedChatSink(ChatSink):
+    """A robot whose messages carry a signature over a timestamp (DingTalk, Feishu)."""
+
+    def __init__(
+        self,
+        settings: SignedChatSinkSettings,
+        session: aiohttp.ClientSession,
+        *,
+        region: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._secret = settings.secret.get_secret_value() if settings.secret else None
+        super().__init__(settings, session, region=region, extra_secrets=(self._secret or "",))
+        self._clock = clock

@@ -14,7 +14,7 @@ import aiohttp
 
 from watcher.delivery_config import DingTalkSinkSettings
 from watcher.render import Message
-from watcher.sinks._chat import ChatSink, cap_utf8, markdown
+from watcher.sinks._chat import SignedChatSink, cap_utf8, markdown
 
 SEND_TOO_FAST = 130101  # "send too fast, exceed 20 times per minute"
 
@@ -32,7 +32,7 @@ def signed_url(url: str, secret: str, timestamp_ms: int) -> str:
     return f"{url}{joiner}timestamp={timestamp_ms}&sign={sign}"
 
 
-class DingTalkSink(ChatSink):
+class DingTalkSink(SignedChatSink):
     """Sends grouped markdown messages to one DingTalk robot."""
 
     code_keys = ("errcode",)
@@ -46,10 +46,8 @@ class DingTalkSink(ChatSink):
         region: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._secret = settings.secret.get_secret_value() if settings.secret else None
-        super().__init__(settings, session, region=region, extra_secrets=(self._secret or "",))
+        super().__init__(settings, session, region=region, clock=clock)
         self._mentions = list(settings.at_mobiles)
-        self._clock = clock
 
     def request(self, message: Message) -> tuple[str, bytes]:
         body = {

@@ -6,15 +6,10 @@ import base64
 import hashlib
 import hmac
 import json
-import time
-from collections.abc import Callable
 from typing import Any
 
-import aiohttp
-
-from watcher.delivery_config import FeishuSinkSettings
 from watcher.render import Message
-from watcher.sinks._chat import ChatSink, cap_utf8
+from watcher.sinks._chat import SignedChatSink, cap_utf8
 
 FLOW_CONTROL = 11232
 MAX_BODY_BYTES = 20_000
@@ -37,23 +32,11 @@ def post_content(message: Message) -> dict[str, Any]:
     return {"post": {"zh_cn": {"title": title, "content": paragraphs}}}
 
 
-class FeishuSink(ChatSink):
+class FeishuSink(SignedChatSink):
     """Sends grouped messages to one Feishu bot."""
 
     code_keys = ("code", "StatusCode")
     throttle_codes = frozenset({FLOW_CONTROL})
-
-    def __init__(
-        self,
-        settings: FeishuSinkSettings,
-        session: aiohttp.ClientSession,
-        *,
-        region: str | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._secret = settings.secret.get_secret_value() if settings.secret else None
-        super().__init__(settings, session, region=region, extra_secrets=(self._secret or "",))
-        self._clock = clock
 
     def request(self, message: Message) -> tuple[str, bytes]:
         body: dict[str, Any] = {"msg_type": "post", "content": post_content(message)}
