@@ -1,7 +1,8 @@
 """The poll scheduler: who is due, polling them concurrently, and when to poll each again.
 
-Every tracked invocation has its own due time on a heap. Due ones are polled concurrently
-under a semaphore (and an optional token bucket); each poll fetches the body, skips parsing
+Every tracked invocation has its own due time on a heap. Due ones are polled concurrently, at
+most ``concurrency`` at a time (and under an optional token bucket); overdue ones wait on the
+heap in due order until a slot frees up. Each poll fetches the body, skips parsing
 when the body is byte-identical to the last one (no disk write either), else diffs and commits.
 Delays come from ``watcher.retry`` (pure); time comes from an injected ``Clock``, so tests
 drive the scheduler tick by tick with ``poll_due``. ``run`` is the daemon loop around it.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import heapq
+import math
 import random
 import time
 from collections import Counter
@@ -162,6 +164,7 @@ class Scheduler:
         self._queue: list[tuple[float, int, str, int]] = []
         self._sleeper: asyncio.Future[None] | None = None
         self._sleep_until = float("inf")
+        self._at_capacity = False
         self._counter = 0
         self._auth_failing = False
         self.outcomes: Counter[PollOutcome] = Counter()
@@ -271,11 +274,11 @@ class Scheduler:
             return max(0.0, due - self._clock.monotonic())
         return None
 
-    def pop_due(self) -> list[str]:
-        """Keys whose poll is due now, removed from the queue."""
+    def pop_due(self, limit: int | None = None) -> list[str]:
+        """Keys whose poll is due now (at most ``limit``), removed from the queue."""
         now = self._clock.monotonic()
-        keys = []
-        while self._queue and self._queue[0][0] <= now:
+        keys: list[str] = []
+        while self._queue and self._queue[0][0] <= now and (limit is None or len(keys) < limit):
             due, _, key, generation = heapq.heappop(self._queue)
             state = self._states.get(key)
             if state is not None and state.generation == generation and not state.done:
@@ -290,15 +293,19 @@ class Scheduler:
 
     async def poll(self, key: str) -> PollOutcome:
         """Poll one invocation, commit what changed, and schedule its next poll."""
-        state = self._states[key]
         async with self._semaphore:
-            if self._bucket is not None:
-                delay = self._bucket.delay_s()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            outcome, retry_after_s = await self._fetch_and_commit(state)
-            if outcome in (PollOutcome.CHANGED, PollOutcome.UNCHANGED):
-                self._check_stuck(state)
+            return await self._poll_admitted(key)
+
+    async def _poll_admitted(self, key: str) -> PollOutcome:
+        # Called with a concurrency slot held: the semaphore's, or one of ``run``'s.
+        state = self._states[key]
+        if self._bucket is not None:
+            delay = self._bucket.delay_s()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        outcome, retry_after_s = await self._fetch_and_commit(state)
+        if outcome in (PollOutcome.CHANGED, PollOutcome.UNCHANGED):
+            self._check_stuck(state)
         self.outcomes[outcome] += 1
         self.last_poll_finished_s = self._clock.monotonic()
         if self._metrics is not None:
@@ -479,21 +486,51 @@ class Scheduler:
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until ``stop`` is set; then let in-flight polls finish within the stop bound."""
         loop = asyncio.get_running_loop()
-        inflight: set[asyncio.Task[PollOutcome]] = set()
+        inflight: set[asyncio.Task[None]] = set()
         stop_waiter = asyncio.ensure_future(stop.wait())
         stop_waiter.add_done_callback(lambda _: self._wake())
+
+        def finished(task: asyncio.Task[None]) -> None:
+            inflight.discard(task)
+            if self._at_capacity:
+                self._at_capacity = False
+                self._wake()  # a slot is free for an overdue poll
+
+        async def poll_while_due(key: str) -> None:
+            # A slot, once taken, goes straight on to the next overdue poll: when polls are
+            # behind, that saves a task and a turn of this loop per poll.
+            while True:
+                await self._poll_admitted(key)
+                if stop.is_set() or len(inflight) > self._settings.concurrency:
+                    return  # stopping, or a reload lowered the concurrency
+                more = self.pop_due(1)
+                if not more:
+                    return
+                key = more[0]
+
         try:
             while not stop.is_set():
-                for key in self.pop_due():
-                    task = asyncio.create_task(self.poll(key), name=f"poll:{key}")
+                # Polls start only when a slot is free: overdue ones wait on the heap, in due
+                # order, rather than as thousands of tasks parked on the semaphore (which cost
+                # CPU on every hand-over, and would hide the wait from the lag measure).
+                free = self._settings.concurrency - len(inflight)
+                for key in self.pop_due(free) if free > 0 else ():
+                    task = asyncio.create_task(poll_while_due(key))
                     inflight.add(task)
-                    task.add_done_callback(inflight.discard)
+                    task.add_done_callback(finished)
                 wait_s = self.next_due_in_s()
                 timeout_s = 1.0 if wait_s is None else min(max(wait_s, 0.001), 1.0)
                 # A bare future and one timer per wait: this loop turns up to thousands of
                 # times a second, and wait_for's extra task per turn showed in profiles.
                 self._sleeper = loop.create_future()
-                self._sleep_until = self._clock.monotonic() + timeout_s
+                if len(inflight) >= self._settings.concurrency and wait_s is not None:
+                    # Full: only a finished poll can start another, so new due times must
+                    # not wake the loop; ``finished`` will.
+                    self._at_capacity = True
+                    self._sleep_until = -math.inf
+                    timeout_s = 1.0
+                else:
+                    self._sleep_until = self._clock.monotonic() + timeout_s
                 timer = loop.call_later(timeout_s, self._wake)
                 await self._sleeper
                 timer.cancel()
@@ -506,7 +543,7 @@ class Scheduler:
         if self._sleeper is not None and not self._sleeper.done():
             self._sleeper.set_result(None)
 
-    async def _finish(self, inflight: Iterable[asyncio.Task[PollOutcome]]) -> None:
+    async def _finish(self, inflight: Iterable[asyncio.Task[None]]) -> None:
         tasks = list(inflight)
         if not tasks:
             return
