@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import (
     ACCESS_KEY_ID,
+    ACCESS_KEY_SECRET,
     STS_KEY_ID,
     STS_SECRET,
     STS_TOKEN,
@@ -18,7 +19,7 @@ from tests.conftest import (
     make_client,
 )
 from watcher.fc import errors
-from watcher.fc.client import SignatureScheme
+from watcher.fc.client import FcClient, SignatureScheme, resolve_endpoint
 from watcher.fc.credentials import Credentials
 from watcher.fc.models import Api, FunctionRef, InvocationRef, ListFilter
 
@@ -109,6 +110,46 @@ async def test_sts_credentials_are_signed_and_required(
             await bad.get_invocation(ref)
         assert caught.value.code == "InvalidSecurityToken"
         assert not caught.value.retryable
+
+
+class _RotatingSource:
+    """A credential source whose answer the test changes, as an STS refresh would."""
+
+    def __init__(self, current: Credentials) -> None:
+        self.current = current
+
+    async def get(self) -> Credentials:
+        return self.current
+
+
+@pytest.mark.parametrize("scheme", list(SignatureScheme))
+async def test_each_request_is_signed_with_the_credentials_of_the_moment(
+    start_emulator: EmulatorFactory, http_session: aiohttp.ClientSession, scheme: SignatureScheme
+) -> None:
+    """The client keeps what it built for a polled invocation, but never past a key change:
+    a refreshed STS key is used from the next request on, and a revoked one fails at once."""
+    emu = await start_emulator(invocations=[_invocation("job-1")])
+    ref = InvocationRef(FC2_FN, "job-1")
+    source = _RotatingSource(Credentials(ACCESS_KEY_ID, ACCESS_KEY_SECRET))
+    client = FcClient(
+        http_session,
+        endpoint=resolve_endpoint("1234567890123456", "cn-hangzhou", url=emu.url),
+        account_id="1234567890123456",
+        credentials=source,
+        scheme=scheme,
+    )
+    assert (await client.get_invocation(ref)).status == "Enqueued"
+    source.current = Credentials(STS_KEY_ID, STS_SECRET, STS_TOKEN)
+    assert (await client.get_invocation(ref)).status == "Enqueued"
+    source.current = Credentials(STS_KEY_ID, STS_SECRET, "expired-token")
+    with pytest.raises(errors.AuthError) as caught:
+        await client.get_invocation(ref)
+    assert caught.value.code == "InvalidSecurityToken"
+    source.current = Credentials(ACCESS_KEY_ID, "revoked-secret")
+    with pytest.raises(errors.AuthError) as caught:
+        await client.get_invocation(ref)
+    assert caught.value.code == "SignatureNotMatch"
+    assert emu.stats["denied"] == 2
 
 
 @pytest.mark.parametrize("fn_ref", [FC2_FN, FC3_FN], ids=["fc2", "fc3"])

@@ -14,7 +14,7 @@ import ipaddress
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from urllib.parse import unquote, urlsplit
 
@@ -112,6 +112,8 @@ class PreparedRequest:
     method: str
     url: str
     headers: dict[str, str]
+    parsed_url: URL = field(repr=False, compare=False)
+    """``url`` as yarl parsed it, once, when the request base was built."""
 
 
 @functools.lru_cache(maxsize=65_536)
@@ -152,40 +154,84 @@ class _DateCache:
         return self._http, self._iso
 
 
-@functools.lru_cache(maxsize=65_536)
-def _acs3_base(
+@dataclass(frozen=True, slots=True)
+class RequestBase:
+    """One call on one target with one set of credentials, less what changes per request
+    (dates, nonce, signature). A tracked invocation is polled with the same one every time, so
+    the client builds it once per invocation; building it showed in the polling profile."""
+
+    method: str
+    url: URL
+    decoded_path: str
+    headers: dict[str, str]
+    acs3_template: signing.Acs3Template | None
+    credentials: Credentials
+
+
+def request_base(
+    *,
     operation: Operation,
     method: str,
     function_ref: FunctionRef,
     invocation_id: str | None,
-    query: tuple[tuple[str, str], ...],
-    host: str,
+    query: Mapping[str, str],
+    endpoint: Endpoint,
     account_id: str,
-    access_key_id: str,
-    security_token: str | None,
-) -> tuple[dict[str, str], signing.Acs3Template]:
-    """The headers and canonical-request template that stay the same from poll to poll."""
-    api = function_ref.api
+    credentials: Credentials,
+    scheme: SignatureScheme,
+) -> RequestBase:
+    """Everything about a request that does not change from one send to the next. Pure."""
+    path = request_path(operation, function_ref, invocation_id)
+    query_string = signing.canonical_query(query)
+    url = endpoint.base_url + path + ("?" + query_string if query_string else "")
     headers = {
-        "host": host,
+        "host": endpoint.host,
         "accept": "application/json",
         "user-agent": USER_AGENT,
         "x-fc-account-id": account_id,
-        "x-acs-action": operation.value if api is Api.FC2 else _FC3_ACTION[operation],
-        "x-acs-version": API_VERSION[api],
-        "x-acs-content-sha256": signing.EMPTY_BODY_SHA256_HEX,
     }
-    if security_token:
-        headers["x-acs-accesskey-id"] = access_key_id
-        headers["x-acs-security-token"] = security_token
-    template = signing.Acs3Template.build(
-        method,
-        request_path(operation, function_ref, invocation_id),
-        dict(query),
-        headers,
-        signing.EMPTY_BODY_SHA256_HEX,
+    template = None
+    token = credentials.security_token
+    if scheme is SignatureScheme.ACS3:
+        api = function_ref.api
+        headers["x-acs-action"] = operation.value if api is Api.FC2 else _FC3_ACTION[operation]
+        headers["x-acs-version"] = API_VERSION[api]
+        headers["x-acs-content-sha256"] = signing.EMPTY_BODY_SHA256_HEX
+        if token:
+            headers["x-acs-accesskey-id"] = credentials.access_key_id
+            headers["x-acs-security-token"] = token
+        template = signing.Acs3Template.build(
+            method, path, query, headers, signing.EMPTY_BODY_SHA256_HEX
+        )
+    elif token:
+        headers["x-fc-security-token"] = token
+    # yarl would parse the URL string again on every send; the URL is always the same.
+    return RequestBase(
+        method, URL(url, encoded=True), unquote(path), headers, template, credentials
     )
-    return headers, template
+
+
+def sign(base: RequestBase, *, http_date: str, iso_date: str, nonce: str) -> PreparedRequest:
+    """Date, nonce and signature on top of ``base``. Pure."""
+    credentials = base.credentials
+    if base.acs3_template is not None:
+        headers = {**base.headers, "x-acs-date": iso_date, "x-acs-signature-nonce": nonce}
+        headers["authorization"] = base.acs3_template.authorization(
+            iso_date=iso_date,
+            nonce=nonce,
+            access_key_id=credentials.access_key_id,
+            access_key_secret=credentials.access_key_secret,
+        )
+        return PreparedRequest(base.method, str(base.url), headers, base.url)
+    headers = {**base.headers, "date": http_date}
+    headers["authorization"] = signing.fc_sign(
+        method=base.method,
+        decoded_path=base.decoded_path,
+        headers=headers,
+        access_key_id=credentials.access_key_id,
+        access_key_secret=credentials.access_key_secret,
+    ).authorization
+    return PreparedRequest(base.method, str(base.url), headers, base.url)
 
 
 def prepare_request(
@@ -204,52 +250,21 @@ def prepare_request(
     nonce: str,
 ) -> PreparedRequest:
     """Build and sign one request. Pure: date and nonce come from the caller."""
-    path = request_path(operation, function_ref, invocation_id)
-    query_string = signing.canonical_query(query)
-    url = endpoint.base_url + path + ("?" + query_string if query_string else "")
-    if scheme is SignatureScheme.ACS3:
-        base, template = _acs3_base(
-            operation,
-            method,
-            function_ref,
-            invocation_id,
-            tuple(sorted(query.items())),
-            endpoint.host,
-            account_id,
-            credentials.access_key_id,
-            credentials.security_token,
-        )
-        headers = {**base, "x-acs-date": iso_date, "x-acs-signature-nonce": nonce}
-        headers["authorization"] = template.authorization(
-            iso_date=iso_date,
-            nonce=nonce,
-            access_key_id=credentials.access_key_id,
-            access_key_secret=credentials.access_key_secret,
-        )
-        return PreparedRequest(method, url, headers)
-    headers = {
-        "host": endpoint.host,
-        "accept": "application/json",
-        "user-agent": USER_AGENT,
-        "x-fc-account-id": account_id,
-        "date": http_date,
-    }
-    if credentials.security_token:
-        headers["x-fc-security-token"] = credentials.security_token
-    headers["authorization"] = signing.fc_sign(
+    base = request_base(
+        operation=operation,
         method=method,
-        decoded_path=unquote(path),
-        headers=headers,
-        access_key_id=credentials.access_key_id,
-        access_key_secret=credentials.access_key_secret,
-    ).authorization
-    return PreparedRequest(method, url, headers)
+        function_ref=function_ref,
+        invocation_id=invocation_id,
+        query=query,
+        endpoint=endpoint,
+        account_id=account_id,
+        credentials=credentials,
+        scheme=scheme,
+    )
+    return sign(base, http_date=http_date, iso_date=iso_date, nonce=nonce)
 
 
-@functools.lru_cache(maxsize=65_536)
-def _url(url: str) -> URL:
-    # yarl parses every URL it is given; a tracked invocation's URL is always the same string.
-    return URL(url, encoded=True)
+_MAX_CACHED_BASES = 100_000  # well above any tracked set; a bound, not a working size
 
 
 class FcClient:
@@ -277,13 +292,23 @@ class FcClient:
         self._max_body_bytes = max_body_bytes
         self._clock = clock
         self._dates = _DateCache()
+        self._get_bases: dict[str, RequestBase] = {}
 
     def __repr__(self) -> str:
         return f"FcClient(endpoint={self._endpoint.base_url!r}, scheme={self._scheme.value!r})"
 
     async def get_invocation_body(self, ref: InvocationRef) -> bytes:
         """The raw body of a Get call: lets a caller skip parsing when nothing changed."""
-        return await self._call(Operation.GET, "GET", ref.function_ref, ref.invocation_id, {})
+        credentials = await self._credentials.get()
+        base = self._get_bases.get(ref.key)
+        if base is None or base.credentials != credentials:
+            if len(self._get_bases) >= _MAX_CACHED_BASES:
+                self._get_bases.clear()  # invocations dropped by reloads must not pile up
+            base = self._base(
+                Operation.GET, "GET", ref.function_ref, ref.invocation_id, {}, credentials
+            )
+            self._get_bases[ref.key] = base
+        return await self._send(base)
 
     async def get_invocation(self, ref: InvocationRef) -> Invocation:
         """Fetch and parse one invocation."""
@@ -331,11 +356,22 @@ class FcClient:
         invocation_id: str | None,
         query: dict[str, str],
     ) -> bytes:
+        credentials = await self._credentials.get()
+        base = self._base(operation, method, function_ref, invocation_id, query, credentials)
+        return await self._send(base)
+
+    def _base(
+        self,
+        operation: Operation,
+        method: str,
+        function_ref: FunctionRef,
+        invocation_id: str | None,
+        query: dict[str, str],
+        credentials: Credentials,
+    ) -> RequestBase:
         if function_ref.qualifier is not None:
             query["qualifier"] = function_ref.qualifier
-        credentials = await self._credentials.get()
-        http_date, iso_date = self._dates.dates(self._clock())
-        prepared = prepare_request(
+        return request_base(
             operation=operation,
             method=method,
             function_ref=function_ref,
@@ -345,12 +381,26 @@ class FcClient:
             account_id=self._account_id,
             credentials=credentials,
             scheme=self._scheme,
-            http_date=http_date,
-            iso_date=iso_date,
-            nonce=os.urandom(16).hex(),
         )
+
+    async def _send(self, base: RequestBase) -> bytes:
+        """Sign ``base`` now and send it; every failure becomes a typed ``FcError``."""
+        http_date, iso_date = self._dates.dates(self._clock())
+        prepared = sign(base, http_date=http_date, iso_date=iso_date, nonce=os.urandom(16).hex())
         try:
-            return await self._send(prepared, credentials.secret_values())
+            async with self._session.request(
+                prepared.method,
+                prepared.parsed_url,
+                headers=prepared.headers,
+                timeout=self._timeout,
+                allow_redirects=False,
+            ) as response:
+                request_id = response.headers.get("X-Fc-Request-Id", "")
+                body = await self._read_capped(response, request_id)
+                if 200 <= response.status < 300:
+                    return body
+                secrets = base.credentials.secret_values()
+                raise classify_response(response.status, body, response.headers, secrets=secrets)
         except FcError:
             raise
         except TimeoutError:
@@ -358,22 +408,8 @@ class FcClient:
         except aiohttp.ClientPayloadError:
             raise TransportError("FC's response was cut short") from None
         except aiohttp.ClientError as exc:
-            reason = scrub(str(exc), credentials.secret_values())[:200]
+            reason = scrub(str(exc), base.credentials.secret_values())[:200]
             raise TransportError(f"{type(exc).__name__}: {reason}") from None
-
-    async def _send(self, prepared: PreparedRequest, secrets: tuple[str, ...]) -> bytes:
-        async with self._session.request(
-            prepared.method,
-            _url(prepared.url),
-            headers=prepared.headers,
-            timeout=self._timeout,
-            allow_redirects=False,
-        ) as response:
-            request_id = response.headers.get("X-Fc-Request-Id", "")
-            body = await self._read_capped(response, request_id)
-            if 200 <= response.status < 300:
-                return body
-            raise classify_response(response.status, body, response.headers, secrets=secrets)
 
     async def _read_capped(self, response: aiohttp.ClientResponse, request_id: str) -> bytes:
         cap = self._max_body_bytes

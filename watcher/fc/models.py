@@ -11,7 +11,7 @@ This module does no I/O.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -99,17 +99,17 @@ class InvocationRef:
 
     function_ref: FunctionRef
     invocation_id: str
+    key: str = field(init=False, repr=False, compare=False)
+    """A stable text key, unique per tracked invocation (state store, scheduler, caches).
+    Computed once: the polling path looks it up several times per poll."""
 
     def __post_init__(self) -> None:
         validate_identifier("invocation id", self.invocation_id)
-
-    @property
-    def key(self) -> str:
-        """A stable text key, unique per tracked invocation (used by the state store)."""
         fn = self.function_ref
-        return "/".join(
+        key = "/".join(
             (fn.api.value, fn.service or "", fn.function, fn.qualifier or "", self.invocation_id)
         )
+        object.__setattr__(self, "key", key)  # frozen: set once, here
 
 
 def _to_epoch_ms(value: Any) -> Any:
