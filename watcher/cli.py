@@ -275,7 +275,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--invocations", type=int, default=1000)
     bench.add_argument("--concurrency", type=int, default=32)
     bench.add_argument(
-        "--latency-concurrency", type=int, default=256, help="concurrency of the 50 ms runs"
+        "--latency-concurrency", type=int, default=512, help="concurrency of the 50 ms runs"
     )
     bench.add_argument("--duration-s", type=float, default=10.0)
     bench.add_argument("--scale", type=int, default=20_000, help="invocations in the scale run")
@@ -292,11 +292,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fc-watcher`` console script."""
     from watcher.config import ConfigError
     from watcher.emulator.scenario import ScenarioError
+    from watcher.runtime import tune_gc
     from watcher.service import StartupError
     from watcher.store import StateStoreError
 
     args = _parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
+    tune_gc()
     try:
         return handler(args)
     except ConfigError as exc:

@@ -351,8 +351,10 @@ VARIANTS: dict[str, Callable[[Params], Coroutine[Any, Any, Params]]] = {
 
 def main() -> None:
     from watcher.log import configure_logging
+    from watcher.runtime import tune_gc
 
     configure_logging(level="warning", log_format="json", stream=sys.stderr)
+    tune_gc()  # every contender on the daemon's interpreter settings, the SDK's too
     variant, raw = sys.argv[1], sys.argv[2]
     print(json.dumps(asyncio.run(VARIANTS[variant](json.loads(raw)))))
 
