@@ -152,6 +152,7 @@ def run_all(
             "delivery", {"url": url, "invocations": 200, "duration_s": 30}
         )
     report["ratios"] = ratios(report["runs"])
+    report["relative"] = {name: relative(report["runs"][name]) for name in ("cpu", "latency_50ms")}
     return report
 
 
@@ -173,8 +174,27 @@ def ratios(runs: Params) -> Params:
     }
 
 
+def relative(run: Params) -> Params:
+    """Every variant of a run against the floor and the SDK's async path: polls/s and CPU per
+    poll as multiples of theirs. CPU is compared with the paced floor when there is one (the
+    same rate), polls/s with the unpaced floor (as fast as it goes)."""
+    floor: Params = run["floor"]
+    cpu_floor: Params = run["floor-paced"] if "floor-paced" in run else floor
+    sdk: Params = run["sdk-async"]
+    return {
+        variant: {
+            "polls_vs_floor": m["polls_per_s"] / floor["polls_per_s"],
+            "polls_vs_sdk_async": m["polls_per_s"] / sdk["polls_per_s"],
+            "cpu_vs_floor": m["cpu_us_per_poll"] / cpu_floor["cpu_us_per_poll"],
+            "cpu_vs_sdk_async": m["cpu_us_per_poll"] / sdk["cpu_us_per_poll"],
+        }
+        for variant, m in run.items()
+    }
+
+
 def render(report: Params) -> str:
     """The human-readable report."""
+    nan = float("nan")
     params = report["params"]
     lines = [
         f"machine: {report['machine']['cpus']} CPUs, Python {report['machine']['python']}, "
@@ -183,20 +203,26 @@ def render(report: Params) -> str:
         f"(50 ms runs: {params['latency_concurrency']}), {params['duration_s']:g} s a variant",
         "",
         f"{'run':<14}{'variant':<13}{'polls/s':>10}{'CPU us/poll':>13}{'CPU %':>8}"
-        f"{'peak RSS MB':>13}{'lag p50 ms':>12}{'lag p99 ms':>12}",
+        f"{'peak RSS MB':>13}{'lag p50 ms':>12}{'lag p99 ms':>12}"
+        f"{'polls/s x floor':>17}{'x SDK':>8}{'CPU x floor':>13}{'x SDK':>8}",
     ]
+    nothing = {"polls_vs_floor": nan, "polls_vs_sdk_async": nan}
+    nothing |= {"cpu_vs_floor": nan, "cpu_vs_sdk_async": nan}
     for run_name in ("cpu", "latency_50ms", "scale"):
         run = report["runs"].get(run_name)
         if run is None:
             continue
         variants = run if run_name != "scale" else {"watcher": run}
         for variant, m in variants.items():
-            lag_p50 = m.get("lag_p50_ms", float("nan"))
-            lag_p99 = m.get("lag_p99_ms", float("nan"))
+            lag_p50 = m.get("lag_p50_ms", nan)
+            lag_p99 = m.get("lag_p99_ms", nan)
+            rel = report.get("relative", {}).get(run_name, {}).get(variant, nothing)
             lines.append(
                 f"{run_name:<14}{variant:<13}{m['polls_per_s']:>10.0f}"
                 f"{m['cpu_us_per_poll']:>13.0f}{m['cpu_share'] * 100:>8.0f}"
                 f"{m['peak_rss_mb']:>13.0f}{lag_p50:>12.1f}{lag_p99:>12.1f}"
+                f"{rel['polls_vs_floor']:>17.2f}{rel['polls_vs_sdk_async']:>8.2f}"
+                f"{rel['cpu_vs_floor']:>13.2f}{rel['cpu_vs_sdk_async']:>8.2f}"
             )
     delivery = report["runs"]["delivery"]
     ratio = report["ratios"]
