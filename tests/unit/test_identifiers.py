@@ -10,6 +10,7 @@ from watcher.fc.client import (
     Operation,
     SignatureScheme,
     prepare_request,
+    request_base,
     request_path,
     resolve_endpoint,
 )
@@ -122,6 +123,23 @@ def test_prepared_request_puts_the_signed_path_and_query_on_the_wire(
     else:
         assert prepared.headers["x-fc-security-token"] == "TOKEN"
         assert prepared.headers["authorization"].startswith("FC AK:")
+    # Neither the signed request nor what it was built from shows the token, secret or signature.
+    base = request_base(
+        operation=Operation.STOP,
+        method="PUT",
+        function_ref=ref.function_ref,
+        invocation_id=ref.invocation_id,
+        query={"qualifier": "LATEST"},
+        endpoint=resolve_endpoint("1234567890123456", "cn-hangzhou"),
+        account_id="1234567890123456",
+        credentials=Credentials("AK", "SK", "TOKEN"),
+        scheme=scheme,
+    )
+    authorization = prepared.headers["authorization"]
+    signature = authorization.partition("Signature=")[2] or authorization.partition(":")[2]
+    for text in (repr(prepared), repr(base)):
+        for secret in ("TOKEN", "SK", signature):
+            assert secret not in text
 
 
 @pytest.mark.parametrize(

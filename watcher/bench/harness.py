@@ -179,7 +179,7 @@ def relative(run: Params) -> Params:
     poll as multiples of theirs. CPU is compared with the paced floor when there is one (the
     same rate), polls/s with the unpaced floor (as fast as it goes)."""
     floor: Params = run["floor"]
-    cpu_floor: Params = run["floor-paced"] if "floor-paced" in run else floor
+    cpu_floor: Params = run.get("floor-paced", floor)
     sdk: Params = run["sdk-async"]
     return {
         variant: {

@@ -111,7 +111,7 @@ class PreparedRequest:
 
     method: str
     url: str
-    headers: dict[str, str]
+    headers: dict[str, str] = field(repr=False)  # the signature, an STS token
     parsed_url: URL = field(repr=False, compare=False)
     """``url`` as yarl parsed it, once, when the request base was built."""
 
@@ -163,8 +163,8 @@ class RequestBase:
     method: str
     url: URL
     decoded_path: str
-    headers: dict[str, str]
-    acs3_template: signing.Acs3Template | None
+    headers: dict[str, str] = field(repr=False)  # an STS token
+    acs3_template: signing.Acs3Template | None = field(repr=False)
     credentials: Credentials
 
 

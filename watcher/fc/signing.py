@@ -12,7 +12,7 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import quote
 
 ACS3_ALGORITHM = "ACS3-HMAC-SHA256"
@@ -126,9 +126,10 @@ class Acs3Template:
     in the polling path's profile; the output is the generic signer's, byte for byte.
     """
 
-    head: str
-    middle: str
-    tail: str
+    # The canonical request holds the signed headers' values, an STS token among them.
+    head: str = field(repr=False)
+    middle: str = field(repr=False)
+    tail: str = field(repr=False)
     signed_headers: str
 
     @classmethod
