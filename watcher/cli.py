@@ -118,7 +118,7 @@ def _cmd_schema(_: argparse.Namespace) -> int:
 
 
 def _cmd_once(args: argparse.Namespace) -> int:
-    from watcher.scheduler import PollOutcome
+    from watcher.poll import PollOutcome
     from watcher.service import Watcher
 
     loaded = _load(args)

@@ -2,98 +2,31 @@
 
 Every tracked invocation has its own due time on a heap. Due ones are polled concurrently, at
 most ``concurrency`` at a time (and under an optional token bucket); overdue ones wait on the
-heap in due order until a slot frees up. Each poll fetches the body, skips parsing
-when the body is byte-identical to the last one (no disk write either), else diffs and commits.
-Delays come from ``watcher.retry`` (pure); time comes from an injected ``Clock``, so tests
-drive the scheduler tick by tick with ``poll_due``. ``run`` is the daemon loop around it.
+heap in due order until a slot frees up. What one poll does is ``watcher.poll``'s; delays come
+from ``watcher.retry`` (pure); time comes from an injected ``Clock``, so tests drive the
+scheduler tick by tick with ``poll_due``. ``run`` is the daemon loop around it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import heapq
 import math
 import random
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
-from typing import Protocol
 
 import structlog
 
-from watcher import diff as decide
+from watcher.clock import Clock, SystemClock
 from watcher.config import PollSettings, Tracked
-from watcher.fc.errors import AuthError, FcError, NotFoundError, ThrottledError
-from watcher.fc.models import TERMINAL_STATUSES, InvocationRef, parse_invocation
 from watcher.metrics import Metrics
-from watcher.model import Snapshot, Transition
+from watcher.model import Snapshot
+from watcher.poll import InvocationSource, Poller, PollOutcome, PollState, Router, is_finished
 from watcher.retry import adapt_interval_s, backoff_s, jittered_s
-from watcher.router import Target
-from watcher.store import StateStore, StateStoreError
+from watcher.store import StateStore
 
 _log = structlog.get_logger("watcher.scheduler")
-
-Router = Callable[[Sequence[Transition]], Mapping[str, Sequence[Target]]]
-"""Decides, for committed transitions, which sinks get them (``watcher.router.route``)."""
-
-
-class Clock(Protocol):
-    """Time, injectable."""
-
-    def monotonic(self) -> float:
-        """Seconds on a clock that never goes back (scheduling)."""
-        ...
-
-    def wall_ms(self) -> int:
-        """Epoch milliseconds (what is recorded)."""
-        ...
-
-
-class SystemClock:
-    """The real clocks."""
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def wall_ms(self) -> int:
-        return int(time.time() * 1000)
-
-
-class InvocationSource(Protocol):
-    """What the scheduler needs of the FC client."""
-
-    async def get_invocation_body(self, ref: InvocationRef) -> bytes:
-        """The raw Get body for ``ref``, or a typed ``FcError``."""
-        ...
-
-
-class PollOutcome(StrEnum):
-    """What one poll found."""
-
-    CHANGED = "changed"
-    UNCHANGED = "unchanged"
-    NOT_FOUND = "not_found"
-    FAILED = "failed"
-    AUTH_FAILED = "auth_failed"
-
-
-@dataclass(slots=True)
-class _State:
-    ref: InvocationRef
-    labels: dict[str, str]
-    snapshot: Snapshot | None
-    interval_s: float
-    stuck_after_s: float | None = None
-    stuck_repeat_s: float | None = None
-    digest: bytes | None = None
-    failures: int = 0
-    terminal_polls: int = 0
-    done: bool = False
-    generation: int = 0
-    last_polled_ms: int = 0
 
 
 class TokenBucket:
@@ -115,19 +48,6 @@ class TokenBucket:
         return 0.0 if self._tokens >= 0 else -self._tokens / self._rate
 
 
-def is_finished(snapshot: Snapshot | None, terminal_polls: int) -> bool:
-    """Terminal, and its final events recorded: nothing more will happen to it.
-
-    FC may log the final event a moment after the status flips, so a terminal status whose last
-    event does not show it yet gets one more poll.
-    """
-    if snapshot is None or snapshot.status is None:
-        return False
-    if snapshot.status not in TERMINAL_STATUSES:
-        return False
-    return snapshot.last_event_status == snapshot.status or terminal_polls >= 2
-
-
 class Scheduler:
     """Owns the due-time queue and the per-invocation polling state."""
 
@@ -146,12 +66,17 @@ class Scheduler:
         metrics: Metrics | None = None,
         on_lag: Callable[[float], None] | None = None,
     ) -> None:
-        self._client = client
-        self._store = store
-        self._router = router
         self._settings = settings
-        self._on_commit = on_commit
         self._clock = clock or SystemClock()
+        self._poller = Poller(
+            client=client,
+            store=store,
+            router=router,
+            settings=settings,
+            clock=self._clock,
+            metrics=metrics,
+            on_commit=on_commit,
+        )
         self._rng = rng or random.Random()
         self._metrics = metrics
         self._on_lag = on_lag
@@ -166,22 +91,21 @@ class Scheduler:
         self._sleep_until = float("inf")
         self._at_capacity = False
         self._counter = 0
-        self._auth_failing = False
         self.outcomes: Counter[PollOutcome] = Counter()
         self.last_poll_finished_s: float | None = None
         """Monotonic time of the last completed poll (for readiness)."""
-        self._states: dict[str, _State] = {}
+        self._states: dict[str, PollState] = {}
         self.replace_tracked(tracked, snapshots, spread=False)
 
     # -- reconfiguration (reload) ------------------------------------------------------------
 
     def set_client(self, client: InvocationSource) -> None:
         """Poll through another client from now on (endpoint or credentials changed)."""
-        self._client = client
+        self._poller.client = client
 
     def set_router(self, router: Router) -> None:
         """Route transitions committed from now on with ``router``."""
-        self._router = router
+        self._poller.router = router
 
     def set_settings(self, settings: PollSettings) -> None:
         """New poll settings; a new concurrency applies to polls started from now on."""
@@ -194,6 +118,7 @@ class Scheduler:
                 else None
             )
         self._settings = settings
+        self._poller.settings = settings
 
     # -- membership -----------------------------------------------------------------------
 
@@ -213,7 +138,7 @@ class Scheduler:
                 current.stuck_repeat_s = item.stuck_repeat_s
                 continue
             snapshot = snapshots.get(key)
-            state = _State(
+            state = PollState(
                 item.ref,
                 dict(item.labels),
                 snapshot,
@@ -256,7 +181,7 @@ class Scheduler:
 
     # -- the queue -------------------------------------------------------------------------
 
-    def _schedule(self, state: _State, delay_s: float) -> None:
+    def _schedule(self, state: PollState, delay_s: float) -> None:
         self._counter += 1
         due = self._clock.monotonic() + delay_s
         heapq.heappush(self._queue, (due, self._counter, state.ref.key, state.generation))
@@ -303,9 +228,7 @@ class Scheduler:
             delay = self._bucket.delay_s()
             if delay > 0:
                 await asyncio.sleep(delay)
-        outcome, retry_after_s = await self._fetch_and_commit(state)
-        if outcome in (PollOutcome.CHANGED, PollOutcome.UNCHANGED):
-            self._check_stuck(state)
+        outcome, retry_after_s = await self._poller.poll(state)
         self.outcomes[outcome] += 1
         self.last_poll_finished_s = self._clock.monotonic()
         if self._metrics is not None:
@@ -315,126 +238,9 @@ class Scheduler:
             self._reschedule(state, outcome, retry_after_s)
         return outcome
 
-    async def _fetch_and_commit(self, state: _State) -> tuple[PollOutcome, float | None]:
-        ref = state.ref
-        try:
-            started = time.perf_counter()
-            try:
-                body = await self._client.get_invocation_body(ref)
-            finally:
-                if self._metrics is not None:
-                    self._metrics.api_latency.observe(time.perf_counter() - started)
-            digest = hashlib.blake2b(body, digest_size=16).digest()
-            if digest == state.digest and not (state.snapshot and state.snapshot.failing):
-                self._auth_ok()
-                state.failures = 0
-                return PollOutcome.UNCHANGED, None
-            invocation = parse_invocation(body)
-        except NotFoundError:
-            self._auth_ok()
-            state.failures = 0
-            state.digest = None  # if it comes back, diff it: that resets the not-found count
-            result = decide.not_found(
-                state.snapshot,
-                ref=ref,
-                observed_ms=self._clock.wall_ms(),
-                report_after=self._settings.not_found_retries,
-                labels=state.labels,
-            )
-            return (
-                PollOutcome.NOT_FOUND if self._commit(state, result) else PollOutcome.FAILED
-            ), None
-        except AuthError as exc:
-            self._auth_failed(exc)
-            return PollOutcome.AUTH_FAILED, None
-        except FcError as exc:
-            state.failures += 1
-            _log.debug("poll_failed", invocation_id=ref.invocation_id, error=str(exc))
-            result = decide.poll_failed(
-                state.snapshot,
-                ref=ref,
-                observed_ms=self._clock.wall_ms(),
-                consecutive_failures=state.failures,
-                threshold=self._settings.failure_threshold,
-                detail=f"{type(exc).__name__}: {exc}",
-                labels=state.labels,
-            )
-            self._commit(state, result)
-            retry_after = exc.retry_after_s if isinstance(exc, ThrottledError) else None
-            return PollOutcome.FAILED, retry_after
-        self._auth_ok()
-        result = decide.diff(
-            state.snapshot,
-            invocation,
-            ref=ref,
-            observed_ms=self._clock.wall_ms(),
-            labels=state.labels,
-        )
-        if not self._commit(state, result):
-            return PollOutcome.FAILED, None
-        state.digest = digest
-        state.failures = 0
-        state.terminal_polls = state.terminal_polls + 1 if invocation.is_terminal else 0
-        return (PollOutcome.CHANGED if result.transitions else PollOutcome.UNCHANGED), None
-
-    def _check_stuck(self, state: _State) -> None:
-        # Runs on unchanged polls too: being stuck is precisely nothing changing.
-        if state.stuck_after_s is None:
-            return
-        result = decide.stuck(
-            state.snapshot,
-            ref=state.ref,
-            now_ms=self._clock.wall_ms(),
-            stuck_after_s=state.stuck_after_s,
-            repeat_s=state.stuck_repeat_s,
-            labels=state.labels,
-        )
-        if result.changed:
-            self._commit(state, result)
-
-    def _commit(self, state: _State, result: decide.DiffResult) -> bool:
-        """Persist a decision; on success adopt its snapshot. False if the store failed."""
-        if not result.changed:
-            state.snapshot = result.snapshot
-            return True
-        try:
-            fresh = self._store.commit(
-                state.ref,
-                result.snapshot,
-                transitions=result.transitions,
-                routes=self._router(result.transitions),
-                now_ms=self._clock.wall_ms(),
-            )
-        except StateStoreError as exc:
-            _log.error("state_commit_failed", invocation_id=state.ref.invocation_id, error=str(exc))
-            return False
-        state.snapshot = result.snapshot
-        if fresh:
-            if self._metrics is not None:
-                for transition in fresh:
-                    self._metrics.transitions.labels(transition.type.value).inc()
-            self._on_commit()
-        return True
-
-    def _auth_ok(self) -> None:
-        if self._auth_failing:
-            self._auth_failing = False
-            _log.info("fc_auth_recovered")
-
-    def _auth_failed(self, exc: AuthError) -> None:
-        # One loud line per outage, not one per invocation per poll.
-        if not self._auth_failing:
-            self._auth_failing = True
-            _log.error(
-                "fc_auth_failed",
-                code=exc.code,
-                error=exc.message,
-                request_id=exc.request_id,
-                hint="check the access key, its RAM permissions (fc:GetStatefulAsyncInvocation,"
-                " fc:GetAsyncTask) and this machine's clock",
-            )
-
-    def _reschedule(self, state: _State, outcome: PollOutcome, retry_after_s: float | None) -> None:
+    def _reschedule(
+        self, state: PollState, outcome: PollOutcome, retry_after_s: float | None
+    ) -> None:
         settings = self._settings
         if outcome is PollOutcome.FAILED:
             delay = backoff_s(

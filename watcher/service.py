@@ -18,6 +18,7 @@ from collections import Counter
 import aiohttp
 import structlog
 
+from watcher.clock import Clock, SystemClock
 from watcher.config import Config, ConfigError, LoadedConfig, load_config
 from watcher.fc.client import FcClient, resolve_endpoint
 from watcher.fc.credentials import (
@@ -30,8 +31,9 @@ from watcher.http_api import HttpEndpoint
 from watcher.metrics import Metrics
 from watcher.notify import Notifier
 from watcher.outbox import Dispatcher
+from watcher.poll import PollOutcome, Router
 from watcher.router import route
-from watcher.scheduler import Clock, PollOutcome, Router, Scheduler, SystemClock
+from watcher.scheduler import Scheduler
 from watcher.sinks import Sink
 from watcher.sinks.file import FileSink
 from watcher.sinks.registry import build_sink, delivery_policies

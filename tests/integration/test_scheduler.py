@@ -19,8 +19,9 @@ from watcher.fc.client import FcClient
 from watcher.fc.credentials import Credentials
 from watcher.fc.models import Api, FunctionRef, InvocationRef
 from watcher.model import TransitionType
+from watcher.poll import PollOutcome
 from watcher.router import route
-from watcher.scheduler import PollOutcome, Scheduler, TokenBucket
+from watcher.scheduler import Scheduler, TokenBucket
 from watcher.store import StateStore
 
 FN = FunctionRef(Api.FC2, "demo-function", "demo-service", "LATEST")

@@ -36,8 +36,9 @@ from watcher.fc.client import (
 )
 from watcher.fc.credentials import Credentials, StaticCredentialSource
 from watcher.fc.models import Api, FunctionRef, InvocationRef
+from watcher.poll import PollOutcome
 from watcher.router import route
-from watcher.scheduler import PollOutcome, Scheduler
+from watcher.scheduler import Scheduler
 from watcher.store import StateStore
 
 Params = dict[str, Any]
