@@ -215,6 +215,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         latency_concurrency=args.latency_concurrency,
         duration_s=args.duration_s,
         scale=0 if args.no_scale else args.scale,
+        latency_ms=args.latency_ms,
         progress=(lambda _: None) if args.json else (lambda text: print(text, file=sys.stderr)),
     )
     print(json.dumps(report, indent=2) if args.json else render(report))
@@ -275,7 +276,13 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--invocations", type=int, default=1000)
     bench.add_argument("--concurrency", type=int, default=32)
     bench.add_argument(
-        "--latency-concurrency", type=int, default=512, help="concurrency of the 50 ms runs"
+        "--latency-concurrency",
+        type=int,
+        default=512,
+        help="concurrency of the runs with added latency",
+    )
+    bench.add_argument(
+        "--latency-ms", type=int, default=50, help="latency the emulator adds to each request"
     )
     bench.add_argument("--duration-s", type=float, default=10.0)
     bench.add_argument("--scale", type=int, default=20_000, help="invocations in the scale run")

@@ -33,7 +33,7 @@ RUNS: dict[str, Any] = {
         "sdk-async": _m(2000, 480),
         "floor-paced": _m(8000, 100),
     },
-    "latency_50ms": {
+    "latency": {
         "watcher": _m(6000, 140),
         "floor": _m(7500, 110),
         "sdk-async": _m(1500, 560),
@@ -49,8 +49,8 @@ def test_target_ratios_compare_cpu_at_the_same_rate_and_throughput_with_the_sdk(
     assert got["cpu_per_poll_vs_floor"] == pytest.approx(1.2)  # paced floor, not 96 µs
     assert got["cpu_per_poll_vs_unpaced_floor"] == pytest.approx(1.25)
     assert got["cpu_per_poll_vs_sdk_async"] == pytest.approx(0.25)
-    assert got["throughput_50ms_vs_sdk_async"] == pytest.approx(4.0)
-    assert got["throughput_50ms_vs_sdk_sync"] == pytest.approx(300.0)
+    assert got["throughput_at_latency_vs_sdk_async"] == pytest.approx(4.0)
+    assert got["throughput_at_latency_vs_sdk_sync"] == pytest.approx(300.0)
 
 
 def test_every_variant_is_set_against_the_floor_and_the_sdk() -> None:
@@ -60,7 +60,7 @@ def test_every_variant_is_set_against_the_floor_and_the_sdk() -> None:
     assert cpu["watcher"]["polls_vs_sdk_async"] == pytest.approx(4.0)
     assert cpu["watcher"]["cpu_vs_floor"] == pytest.approx(1.2)
     assert cpu["sdk-async"]["cpu_vs_sdk_async"] == pytest.approx(1.0)
-    latency = relative(RUNS["latency_50ms"])  # no paced floor: CPU against the floor itself
+    latency = relative(RUNS["latency"])  # no paced floor: CPU against the floor itself
     assert latency["watcher"]["cpu_vs_floor"] == pytest.approx(140 / 110)
     assert latency["sdk-sync"]["polls_vs_sdk_async"] == pytest.approx(20 / 1500)
 
@@ -72,11 +72,12 @@ def test_the_report_shows_each_figure_and_ratio() -> None:
             "invocations": 1000,
             "concurrency": 32,
             "latency_concurrency": 512,
+            "latency_ms": 50,
             "duration_s": 10,
         },
         "runs": RUNS,
         "ratios": ratios(RUNS),
-        "relative": {name: relative(RUNS[name]) for name in ("cpu", "latency_50ms")},
+        "relative": {name: relative(RUNS[name]) for name in ("cpu", "latency")},
     }
     text = render(report)
     watcher_row = next(line for line in text.splitlines() if line.startswith("cpu  "))
@@ -96,6 +97,7 @@ def test_the_report_shows_each_figure_and_ratio() -> None:
     ]
     assert "CPU per poll, watcher / floor (same rate): 1.20x" in text
     assert "throughput at 50 ms, watcher / SDK async: 4.0x" in text
+    assert "N=1000 invocations, concurrency 32 (50 ms runs: 512), 10 s a variant" in text
     assert "no (80000 unchanged polls)" in text
     assert "p50 2.0 ms, p99 9.0 ms (200/200)" in text
     assert "scale: 2001 polls/s, lag p99 2 ms" in text

@@ -2,8 +2,8 @@
 
 Runs, in one invocation of ``fc-watcher bench``:
   cpu        no added latency: CPU per poll of the watcher, the aiohttp floor, the SDK's async path
-  latency    50 ms added per request: throughput of the watcher, the floor (which shows the
-             emulator's ceiling), the SDK async and sync loops
+  latency    --latency-ms (50 by default) added per request: throughput of the watcher, the
+             floor, the SDK async and sync loops, at --latency-concurrency
   scale      20,000 invocations at interval_s 10: polls/s, scheduling lag, RSS
   delivery   change seen by a poll -> webhook receiver has it: p50/p99
 """
@@ -104,13 +104,14 @@ def run_all(
     latency_concurrency: int,
     duration_s: float,
     scale: int,
+    latency_ms: int = 50,
     progress: Any = print,
 ) -> Params:
     """Every run; returns the whole report."""
     base = {"invocations": invocations, "concurrency": concurrency, "duration_s": duration_s}
     report: Params = {
         "machine": machine(),
-        "params": {**base, "latency_concurrency": latency_concurrency},
+        "params": {**base, "latency_concurrency": latency_concurrency, "latency_ms": latency_ms},
         "runs": {},
     }
     with emulator(steady_scenario(invocations)) as url:
@@ -124,14 +125,14 @@ def run_all(
             "floor", {**base, "url": url, "rate_per_s": cpu["watcher"]["polls_per_s"]}
         )
         report["runs"]["cpu"] = cpu
-    with emulator(steady_scenario(invocations, latency_ms=50)) as url:
+    with emulator(steady_scenario(invocations, latency_ms=latency_ms)) as url:
         latency = {}
         for variant in ("watcher", "floor", "sdk-async", "sdk-sync"):
-            progress(f"latency 50 ms: {variant} ...")
+            progress(f"latency {latency_ms} ms: {variant} ...")
             latency[variant] = run_variant(
                 variant, {**base, "url": url, "concurrency": latency_concurrency}
             )
-        report["runs"]["latency_50ms"] = latency
+        report["runs"]["latency"] = latency
     if scale:
         with emulator(steady_scenario(scale)) as url:
             progress(f"scale: {scale} invocations at interval_s 10 ...")
@@ -152,14 +153,14 @@ def run_all(
             "delivery", {"url": url, "invocations": 200, "duration_s": 30}
         )
     report["ratios"] = ratios(report["runs"])
-    report["relative"] = {name: relative(report["runs"][name]) for name in ("cpu", "latency_50ms")}
+    report["relative"] = {name: relative(report["runs"][name]) for name in ("cpu", "latency")}
     return report
 
 
 def ratios(runs: Params) -> Params:
     """The comparisons the README table quotes."""
     cpu = runs["cpu"]
-    latency = runs["latency_50ms"]
+    latency = runs["latency"]
     return {
         "cpu_per_poll_vs_floor": cpu["watcher"]["cpu_us_per_poll"]
         / cpu["floor-paced"]["cpu_us_per_poll"],
@@ -167,9 +168,9 @@ def ratios(runs: Params) -> Params:
         / cpu["floor"]["cpu_us_per_poll"],
         "cpu_per_poll_vs_sdk_async": cpu["watcher"]["cpu_us_per_poll"]
         / cpu["sdk-async"]["cpu_us_per_poll"],
-        "throughput_50ms_vs_sdk_async": latency["watcher"]["polls_per_s"]
+        "throughput_at_latency_vs_sdk_async": latency["watcher"]["polls_per_s"]
         / latency["sdk-async"]["polls_per_s"],
-        "throughput_50ms_vs_sdk_sync": latency["watcher"]["polls_per_s"]
+        "throughput_at_latency_vs_sdk_sync": latency["watcher"]["polls_per_s"]
         / latency["sdk-sync"]["polls_per_s"],
     }
 
@@ -200,7 +201,8 @@ def render(report: Params) -> str:
         f"machine: {report['machine']['cpus']} CPUs, Python {report['machine']['python']}, "
         f"{report['machine']['platform']}",
         f"N={params['invocations']} invocations, concurrency {params['concurrency']} "
-        f"(50 ms runs: {params['latency_concurrency']}), {params['duration_s']:g} s a variant",
+        f"({params['latency_ms']} ms runs: {params['latency_concurrency']}), "
+        f"{params['duration_s']:g} s a variant",
         "",
         f"{'run':<14}{'variant':<13}{'polls/s':>10}{'CPU us/poll':>13}{'CPU %':>8}"
         f"{'peak RSS MB':>13}{'lag p50 ms':>12}{'lag p99 ms':>12}"
@@ -208,7 +210,7 @@ def render(report: Params) -> str:
     ]
     nothing = {"polls_vs_floor": nan, "polls_vs_sdk_async": nan}
     nothing |= {"cpu_vs_floor": nan, "cpu_vs_sdk_async": nan}
-    for run_name in ("cpu", "latency_50ms", "scale"):
+    for run_name in ("cpu", "latency", "scale"):
         run = report["runs"].get(run_name)
         if run is None:
             continue
@@ -229,13 +231,16 @@ def render(report: Params) -> str:
     scale = report["runs"].get("scale")
     unchanged = report["runs"]["cpu"]["watcher"]
     wrote = "yes" if unchanged["db_changed_during_unchanged_polls"] else "no"
+    ms = params["latency_ms"]
     lines += [
         "",
         f"CPU per poll, watcher / floor (same rate): {ratio['cpu_per_poll_vs_floor']:.2f}x"
         f"  (unpaced floor: {ratio['cpu_per_poll_vs_unpaced_floor']:.2f}x)",
         f"CPU per poll, watcher / SDK async:        {ratio['cpu_per_poll_vs_sdk_async']:.2f}x",
-        f"throughput at 50 ms, watcher / SDK async: {ratio['throughput_50ms_vs_sdk_async']:.1f}x",
-        f"throughput at 50 ms, watcher / SDK sync:  {ratio['throughput_50ms_vs_sdk_sync']:.0f}x",
+        f"{f'throughput at {ms} ms, watcher / SDK async:':<42}"
+        f"{ratio['throughput_at_latency_vs_sdk_async']:.1f}x",
+        f"{f'throughput at {ms} ms, watcher / SDK sync:':<42}"
+        f"{ratio['throughput_at_latency_vs_sdk_sync']:.0f}x",
         f"disk written during unchanged polls:      {wrote} "
         f"({unchanged['unchanged_polls']} unchanged polls)",
         f"change seen -> webhook received:          p50 {delivery['p50_ms']:.1f} ms, "
