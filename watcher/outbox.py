@@ -131,8 +131,10 @@ class Dispatcher:
 
     async def _send(self, sink: Sink, batch: list[OutboxRow]) -> None:
         seqs = [row.seq for row in batch]
+        transitions = self._store.load_transitions([row.transition_id for row in batch])
+        outgoing = [Outgoing(transitions[r.transition_id], r.severity, r.template) for r in batch]
         try:
-            await sink.send([Outgoing(r.transition, r.severity, r.template) for r in batch])
+            await sink.send(outgoing)
         except SinkError as exc:
             self._failed(sink.name, batch, exc)
             return
@@ -156,7 +158,7 @@ class Dispatcher:
                 _log.error(
                     "delivery_dead",
                     sink=sink_name,
-                    transition_id=row.transition.id,
+                    transition_id=row.transition_id,
                     attempts=row.attempts + 1,
                     reason=reason,
                     why="permanent error" if not error.retryable else "too old",
@@ -174,7 +176,7 @@ class Dispatcher:
             _log.warning(
                 "delivery_retrying",
                 sink=sink_name,
-                transition_id=row.transition.id,
+                transition_id=row.transition_id,
                 attempt=row.attempts + 1,
                 retry_in_s=round(delay_s, 3),
                 reason=reason,

@@ -93,7 +93,7 @@ class OutboxRow:
     """One pending delivery of one transition to one sink."""
 
     seq: int
-    transition: Transition
+    transition_id: str
     invocation_key: str
     attempts: int
     next_attempt_ms: int
@@ -377,30 +377,38 @@ class StateStore:
     # -- the outbox ------------------------------------------------------------------------
 
     def pending(self, sink: str, limit: int) -> list[OutboxRow]:
-        """Pending rows of ``sink`` in commit order, due or not."""
+        """Pending rows of ``sink`` in commit order, due or not.
+
+        Without the transitions themselves: after an outage a dispatcher pass reads many rows
+        to choose a few, and decoding every row's transition made each pass cost ~20 ms per
+        1,000 rows. ``load_transitions`` reads the chosen ones.
+        """
         try:
             rows = self._db.execute(
-                "SELECT o.seq, o.invocation_key, o.attempts, o.next_attempt_ms, o.created_ms, "
-                "o.severity, o.template, t.data "
-                "FROM outbox o JOIN transitions t ON t.id = o.transition_id "
-                "WHERE o.sink = ? AND o.state = 'pending' ORDER BY o.seq LIMIT ?",
+                "SELECT seq, transition_id, invocation_key, attempts, next_attempt_ms, "
+                "created_ms, severity, template "
+                "FROM outbox WHERE sink = ? AND state = 'pending' ORDER BY seq LIMIT ?",
                 (sink, limit),
             ).fetchall()
         except sqlite3.Error as exc:
             raise _explain(self.path, exc) from None
-        return [
-            OutboxRow(
-                seq=row["seq"],
-                transition=Transition.from_dict(json.loads(row["data"])),
-                invocation_key=row["invocation_key"],
-                attempts=row["attempts"],
-                next_attempt_ms=row["next_attempt_ms"],
-                created_ms=row["created_ms"],
-                severity=row["severity"],
-                template=row["template"],
-            )
-            for row in rows
-        ]
+        return [OutboxRow(*row) for row in rows]
+
+    def load_transitions(self, ids: Sequence[str]) -> dict[str, Transition]:
+        """The transitions with these ids, by id."""
+        found: dict[str, Transition] = {}
+        try:
+            for start in range(0, len(ids), 500):  # well under SQLite's bound on parameters
+                chunk = ids[start : start + 500]
+                rows = self._db.execute(
+                    "SELECT id, data FROM transitions "  # noqa: S608 (placeholders only)
+                    f"WHERE id IN ({', '.join('?' * len(chunk))})",
+                    chunk,
+                ).fetchall()
+                found.update((row[0], Transition.from_dict(json.loads(row[1]))) for row in rows)
+        except sqlite3.Error as exc:
+            raise _explain(self.path, exc) from None
+        return found
 
     def mark_sent(self, seqs: Iterable[int], now_ms: int) -> None:
         """Record successful delivery."""

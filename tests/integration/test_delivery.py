@@ -354,5 +354,5 @@ def test_redeliver_command(tmp_path: Path, capsys: Any) -> None:
     assert "no sink is named 'pager'" in capsys.readouterr().err
     assert main(["redeliver", "-c", str(config), "--id", transition.id]) == 0  # the lock is held
     assert "1 dead letter(s) queued again" in capsys.readouterr().out
-    assert [r.transition.id for r in store.pending("hook", 10)] == [transition.id]
+    assert [r.transition_id for r in store.pending("hook", 10)] == [transition.id]
     store.close()

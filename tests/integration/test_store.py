@@ -48,7 +48,10 @@ def test_commit_persists_snapshot_transitions_and_outbox(tmp_path: Path) -> None
     assert store.load_snapshots() == {REF.key: result.snapshot}
     assert [t.id for t in store.transitions()] == [t.id for t in result.transitions]
     assert store.outbox_counts() == {"pending": 2 * len(result.transitions)}
-    assert [row.transition for row in store.pending("hook", 10)] == list(result.transitions)
+    pending = store.pending("hook", 10)
+    assert [row.transition_id for row in pending] == [t.id for t in result.transitions]
+    loaded = store.load_transitions([row.transition_id for row in pending])
+    assert [loaded[row.transition_id] for row in pending] == list(result.transitions)
     store.close()
 
 

@@ -177,7 +177,7 @@ def test_select_heads_and_select_due_keep_per_invocation_order() -> None:
     from watcher.store import OutboxRow
 
     def row(seq: int, key: str, due_ms: int) -> OutboxRow:
-        return OutboxRow(seq, change("Failed"), key, 0, due_ms, 0)
+        return OutboxRow(seq, f"tr_{seq}", key, 0, due_ms, 0)
 
     rows = [row(1, "a", 0), row(2, "a", 0), row(3, "b", 50), row(4, "b", 0), row(5, "c", 0)]
     assert [r.seq for r in select_heads(rows, 10, 10)] == [1, 5]
