@@ -154,7 +154,10 @@ class Watcher:
         warn_if_secrets_exposed(self._loaded)
         self._store = StateStore.open(config.state.path)
         snapshots = self._store.load_snapshots()
-        connector = aiohttp.TCPConnector(limit=config.poll.concurrency, ttl_dns_cache=300)
+        # No pool-wide connection cap: the scheduler bounds FC requests (and follows a reload),
+        # each sink bounds its own; a cap fixed here would hold a raised concurrency back and
+        # make webhooks queue behind polls.
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(connector=connector)
         self._sinks = {s.name: build_sink(s, self._session, config.fc.region) for s in config.sinks}
         self._dispatcher = Dispatcher(

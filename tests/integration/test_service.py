@@ -159,6 +159,31 @@ async def test_sighup_applies_a_good_config_and_keeps_a_bad_one_out(
     assert "not valid YAML" in failed["problems"][0]
 
 
+async def test_sighup_raises_the_poll_concurrency(
+    start_emulator: EmulatorFactory, tmp_path: Path
+) -> None:
+    """Concurrency 2, then 8 after a reload: FC sees exactly as many requests at once as the
+    config allows (no connection pool sized at startup holds the new value back)."""
+    ids = [f"job-{n:02d}" for n in range(12)]
+    emu = await start_emulator(
+        invocations=[{"id": i, "timeline": RUNNING} for i in ids],
+        faults=[{"kind": "latency", "latency_ms": 100}],
+    )
+    config = write_config(tmp_path, emu.url, ids, poll={"concurrency": 2, "max_interval_s": 0.1})
+    log = tmp_path / "run.log"
+    process = await run_cli("run", "-c", str(config), stdout=log)
+    await wait_until(lambda: emu.stats.get("requests", 0) >= 24, "two rounds of polls")
+    assert emu.stats["max_inflight"] == 2
+
+    document = json.loads(config.read_text())
+    document["poll"]["concurrency"] = 8
+    config.write_text(json.dumps(document))
+    process.send_signal(signal.SIGHUP)
+    await wait_until(lambda: emu.stats["max_inflight"] == 8, "eight polls at once")
+    assert await stop(process) == 0
+    assert emu.stats["max_inflight"] == 8
+
+
 async def test_metrics_health_and_readiness(
     start_emulator: EmulatorFactory, tmp_path: Path
 ) -> None:
