@@ -79,6 +79,13 @@ class Scheduler:
         )
         self._rng = rng or random.Random()
         self._metrics = metrics
+        # One labelled child per outcome, made once: every series shows from the first scrape,
+        # and a poll does not look its label up.
+        self._poll_counters = (
+            {outcome: metrics.polls.labels(outcome.value) for outcome in PollOutcome}
+            if metrics is not None
+            else {}
+        )
         self._on_lag = on_lag
         self._semaphore = asyncio.Semaphore(settings.concurrency)
         self._bucket = (
@@ -231,8 +238,8 @@ class Scheduler:
         outcome, retry_after_s = await self._poller.poll(state)
         self.outcomes[outcome] += 1
         self.last_poll_finished_s = self._clock.monotonic()
-        if self._metrics is not None:
-            self._metrics.polls.labels(outcome.value).inc()
+        if self._poll_counters:
+            self._poll_counters[outcome].inc()
         state.last_polled_ms = self._clock.wall_ms()
         if key in self._states:  # not dropped by a reload meanwhile
             self._reschedule(state, outcome, retry_after_s)

@@ -36,6 +36,7 @@ from watcher.fc.client import (
 )
 from watcher.fc.credentials import Credentials, StaticCredentialSource
 from watcher.fc.models import Api, FunctionRef, InvocationRef
+from watcher.metrics import Metrics
 from watcher.poll import PollOutcome
 from watcher.router import route
 from watcher.scheduler import Scheduler
@@ -174,6 +175,7 @@ async def run_watcher(params: Params) -> Params:
                 router=lambda transitions: route(transitions, [], []),
                 settings=settings,
                 rng=random.Random(0),
+                metrics=Metrics(),  # the daemon always keeps its Prometheus metrics
                 on_lag=lags.append,
             )
             files: dict[str, Any] = {}

@@ -395,8 +395,7 @@ class FcClient:
                 timeout=self._timeout,
                 allow_redirects=False,
             ) as response:
-                request_id = response.headers.get("X-Fc-Request-Id", "")
-                body = await self._read_capped(response, request_id)
+                body = await self._read_capped(response)
                 if 200 <= response.status < 300:
                     return body
                 secrets = base.credentials.secret_values()
@@ -411,7 +410,7 @@ class FcClient:
             reason = scrub(str(exc), base.credentials.secret_values())[:200]
             raise TransportError(f"{type(exc).__name__}: {reason}") from None
 
-    async def _read_capped(self, response: aiohttp.ClientResponse, request_id: str) -> bytes:
+    async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
         cap = self._max_body_bytes
         declared = response.content_length
         if declared is not None:
@@ -419,7 +418,7 @@ class FcClient:
                 raise BadResponseError(
                     f"response of {declared} bytes is over the {cap}-byte cap",
                     http_status=response.status,
-                    request_id=request_id,
+                    request_id=response.headers.get("X-Fc-Request-Id", ""),
                 )
             return await response.read()
         chunks: list[bytes] = []
@@ -430,7 +429,7 @@ class FcClient:
                 raise BadResponseError(
                     f"response is over the {cap}-byte cap",
                     http_status=response.status,
-                    request_id=request_id,
+                    request_id=response.headers.get("X-Fc-Request-Id", ""),
                 )
             chunks.append(chunk)
         return b"".join(chunks)
