@@ -45,7 +45,7 @@ def _signed(scheme: SignatureScheme, *, skew_s: float = 0.0) -> SignedRequest:
         iso_date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when)),
         nonce="n" * 32,
     )
-    path, _, _ = prepared.url.removeprefix("http://127.0.0.1:9000").partition("?")
+    path, _, _ = str(prepared.url).removeprefix("http://127.0.0.1:9000").partition("?")
     return SignedRequest(
         method="GET",
         raw_path=path,

@@ -110,10 +110,8 @@ class PreparedRequest:
     """A signed request, ready to send."""
 
     method: str
-    url: str
+    url: URL
     headers: dict[str, str] = field(repr=False)  # the signature, an STS token
-    parsed_url: URL = field(repr=False, compare=False)
-    """``url`` as yarl parsed it, once, when the request base was built."""
 
 
 @functools.lru_cache(maxsize=65_536)
@@ -222,7 +220,7 @@ def sign(base: RequestBase, *, http_date: str, iso_date: str, nonce: str) -> Pre
             access_key_id=credentials.access_key_id,
             access_key_secret=credentials.access_key_secret,
         )
-        return PreparedRequest(base.method, str(base.url), headers, base.url)
+        return PreparedRequest(base.method, base.url, headers)
     headers = {**base.headers, "date": http_date}
     headers["authorization"] = signing.fc_sign(
         method=base.method,
@@ -231,7 +229,7 @@ def sign(base: RequestBase, *, http_date: str, iso_date: str, nonce: str) -> Pre
         access_key_id=credentials.access_key_id,
         access_key_secret=credentials.access_key_secret,
     ).authorization
-    return PreparedRequest(base.method, str(base.url), headers, base.url)
+    return PreparedRequest(base.method, base.url, headers)
 
 
 def prepare_request(
@@ -390,7 +388,7 @@ class FcClient:
         try:
             async with self._session.request(
                 prepared.method,
-                prepared.parsed_url,
+                prepared.url,
                 headers=prepared.headers,
                 timeout=self._timeout,
                 allow_redirects=False,
