@@ -31,6 +31,9 @@ def configure_logging(
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            # A traceback as text in one field, for the rare event that carries one (a bug);
+            # never local variables, which could hold a secret. The console renders its own.
+            *([] if use_console else [structlog.processors.format_exc_info]),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(

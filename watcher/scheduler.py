@@ -235,7 +235,17 @@ class Scheduler:
             delay = self._bucket.delay_s()
             if delay > 0:
                 await asyncio.sleep(delay)
-        outcome, retry_after_s = await self._poller.poll(state)
+        try:
+            outcome, retry_after_s = await self._poller.poll(state)
+        except Exception as exc:  # a bug, not FC: keep polling this one, and say so loudly
+            state.failures += 1
+            _log.error(
+                "poll_crashed",
+                invocation_id=state.ref.invocation_id,
+                error=f"{type(exc).__name__}: {exc}",
+                exc_info=exc,
+            )
+            outcome, retry_after_s = PollOutcome.FAILED, None
         self.outcomes[outcome] += 1
         self.last_poll_finished_s = self._clock.monotonic()
         if self._poll_counters:

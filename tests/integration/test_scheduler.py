@@ -250,6 +250,33 @@ async def test_a_late_invocation_is_still_caught(harness: MakeHarness) -> None:
     ]
 
 
+async def test_a_poll_that_crashes_is_logged_and_the_invocation_kept(
+    harness: MakeHarness,
+) -> None:
+    """An unexpected error inside a poll (a bug, not FC) fails that poll only: it is logged with
+    the invocation, backed off like any failure, and the invocation is still followed."""
+    h = await harness([{"id": "job-1", "timeline": RUNNING}])
+    real = h.client
+    crashes = iter([RuntimeError("bug in the poll path")])
+
+    class CrashOnce:
+        async def get_invocation_body(self, ref: InvocationRef) -> bytes:
+            crash = next(crashes, None)
+            if crash is not None:
+                raise crash
+            return await real.get_invocation_body(ref)
+
+    h.scheduler.set_client(CrashOnce())
+    with capture_logs() as logs:
+        assert await h.step() == [PollOutcome.FAILED]
+        assert await h.step() == [PollOutcome.CHANGED]
+    crashed = [entry for entry in logs if entry["event"] == "poll_crashed"]
+    assert [entry["invocation_id"] for entry in crashed] == ["job-1"]
+    assert "RuntimeError: bug in the poll path" in crashed[0]["error"]
+    # The second poll is the first sighting: no poll_failing for a single failed poll.
+    assert h.types() == [TransitionType.EVENT.value, TransitionType.STATUS_CHANGED.value]
+
+
 async def test_auth_failure_is_reported_once(harness: MakeHarness) -> None:
     """Bad credentials: one fc_auth_failed line for all invocations and polls, no transitions."""
     h = await harness(
