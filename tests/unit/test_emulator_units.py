@@ -18,7 +18,7 @@ from watcher.emulator.scenario import (
     load_scenario,
     state_at,
 )
-from watcher.fc.client import Operation, SignatureScheme, prepare_request, resolve_endpoint
+from watcher.fc.client import Operation, SignatureScheme, request_base, resolve_endpoint, sign
 from watcher.fc.credentials import Credentials
 from watcher.fc.models import Api, FunctionRef
 
@@ -31,16 +31,18 @@ def _signed(scheme: SignatureScheme, *, skew_s: float = 0.0) -> SignedRequest:
     import time
 
     when = NOW_S + skew_s
-    prepared = prepare_request(
-        operation=Operation.GET,
-        method="GET",
-        function_ref=FunctionRef(Api.FC2, "fn", "svc", "LATEST"),
-        invocation_id="id-1",
-        query={"qualifier": "LATEST"},
-        endpoint=resolve_endpoint("1", "r", url="http://127.0.0.1:9000"),
-        account_id="1",
-        credentials=Credentials("AK", "SK"),
-        scheme=scheme,
+    prepared = sign(
+        request_base(
+            operation=Operation.GET,
+            method="GET",
+            function_ref=FunctionRef(Api.FC2, "fn", "svc", "LATEST"),
+            invocation_id="id-1",
+            query={"qualifier": "LATEST"},
+            endpoint=resolve_endpoint("1", "r", url="http://127.0.0.1:9000"),
+            account_id="1",
+            credentials=Credentials("AK", "SK"),
+            scheme=scheme,
+        ),
         http_date=email.utils.formatdate(when, usegmt=True),
         iso_date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when)),
         nonce="n" * 32,

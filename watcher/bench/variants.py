@@ -30,8 +30,9 @@ from watcher.fc.client import (
     FcClient,
     Operation,
     SignatureScheme,
-    prepare_request,
+    request_base,
     resolve_endpoint,
+    sign,
 )
 from watcher.fc.credentials import Credentials, StaticCredentialSource
 from watcher.fc.models import Api, FunctionRef, InvocationRef
@@ -86,16 +87,18 @@ async def run_floor(params: Params) -> Params:
     http_date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now))
     iso_date = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
     requests = [
-        prepare_request(
-            operation=Operation.GET,
-            method="GET",
-            function_ref=FN,
-            invocation_id=invocation_id,
-            query={},
-            endpoint=endpoint,
-            account_id=ACCOUNT_ID,
-            credentials=credentials,
-            scheme=SignatureScheme.ACS3,
+        sign(
+            request_base(
+                operation=Operation.GET,
+                method="GET",
+                function_ref=FN,
+                invocation_id=invocation_id,
+                query={},
+                endpoint=endpoint,
+                account_id=ACCOUNT_ID,
+                credentials=credentials,
+                scheme=SignatureScheme.ACS3,
+            ),
             http_date=http_date,
             iso_date=iso_date,
             nonce=f"{n:032x}",

@@ -3,7 +3,8 @@
 It builds a path from validated identifiers, signs the request (ACS3 by default, legacy FC on
 request), sends it over a shared session, and returns a typed model or raises a typed error from
 ``watcher.fc.errors``. It never retries: retry policy belongs to the scheduler, which knows what
-else is due. ``prepare_request`` is pure, so what goes on the wire is testable without a network.
+else is due. ``request_base`` and ``sign`` are pure, so what goes on the wire is testable without
+a network.
 """
 
 from __future__ import annotations
@@ -230,36 +231,6 @@ def sign(base: RequestBase, *, http_date: str, iso_date: str, nonce: str) -> Pre
         access_key_secret=credentials.access_key_secret,
     ).authorization
     return PreparedRequest(base.method, base.url, headers)
-
-
-def prepare_request(
-    *,
-    operation: Operation,
-    method: str,
-    function_ref: FunctionRef,
-    invocation_id: str | None,
-    query: Mapping[str, str],
-    endpoint: Endpoint,
-    account_id: str,
-    credentials: Credentials,
-    scheme: SignatureScheme,
-    http_date: str,
-    iso_date: str,
-    nonce: str,
-) -> PreparedRequest:
-    """Build and sign one request. Pure: date and nonce come from the caller."""
-    base = request_base(
-        operation=operation,
-        method=method,
-        function_ref=function_ref,
-        invocation_id=invocation_id,
-        query=query,
-        endpoint=endpoint,
-        account_id=account_id,
-        credentials=credentials,
-        scheme=scheme,
-    )
-    return sign(base, http_date=http_date, iso_date=iso_date, nonce=nonce)
 
 
 _MAX_CACHED_BASES = 100_000  # well above any tracked set; a bound, not a working size
