@@ -10,9 +10,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from watcher.emulator import Emulator, ManualClock, Scenario
-from watcher.fc.client import FcClient, SignatureScheme, resolve_endpoint
+from watcher.devtools.emulator import Emulator, ManualClock, Scenario
+from watcher.fc.client import FcClient
 from watcher.fc.credentials import Credentials, StaticCredentialSource
+from watcher.fc.endpoint import resolve_endpoint
+from watcher.fc.signing import SignatureScheme
 
 ACCESS_KEY_ID = "LTAI_TEST_KEY_ID_0001"
 ACCESS_KEY_SECRET = "test-secret-never-printed-9f8e7d"

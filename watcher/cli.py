@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from watcher import __version__
 
 if TYPE_CHECKING:
-    from watcher.config import LoadedConfig
+    from watcher.config.models import LoadedConfig
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -48,8 +48,8 @@ def _loopback_host(value: str) -> str:
 
 
 def _cmd_emulate(args: argparse.Namespace) -> int:
-    from watcher.emulator import Emulator, RealClock, load_scenario
-    from watcher.log import configure_logging
+    from watcher.daemon.log import configure_logging
+    from watcher.devtools.emulator import Emulator, RealClock, load_scenario
 
     configure_logging(log_format=args.log_format)
     scenario = load_scenario(Path(args.scenario))
@@ -86,13 +86,13 @@ def _cmd_emulate(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace) -> LoadedConfig:
-    from watcher.config import load_config
+    from watcher.config.load import load_config
 
     return load_config(Path(args.config))
 
 
 def _configure_logs(args: argparse.Namespace, loaded: LoadedConfig) -> None:
-    from watcher.log import configure_logging
+    from watcher.daemon.log import configure_logging
 
     settings = loaded.config.log
     log_format = args.log_format if args.log_format != "auto" else settings.format
@@ -111,15 +111,15 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_schema(_: argparse.Namespace) -> int:
-    from watcher.config import json_schema
+    from watcher.config.load import json_schema
 
     print(json.dumps(json_schema(), indent=2))
     return EXIT_OK
 
 
 def _cmd_once(args: argparse.Namespace) -> int:
-    from watcher.poll import PollOutcome
-    from watcher.service import Watcher
+    from watcher.daemon.service import Watcher
+    from watcher.engine.poll import PollOutcome
 
     loaded = _load(args)
     _configure_logs(args, loaded)
@@ -138,7 +138,7 @@ def _cmd_once(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from watcher.service import Watcher
+    from watcher.daemon.service import Watcher
 
     loaded = _load(args)
     _configure_logs(args, loaded)
@@ -171,7 +171,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from watcher.status import render_status
+    from watcher.daemon.status import render_status
 
     loaded = _load(args)
     print(render_status(loaded.config.state.path, as_json=args.json))
@@ -181,7 +181,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_redeliver(args: argparse.Namespace) -> int:
     import time
 
-    from watcher.store import StateStore
+    from watcher.store.sqlite import StateStore
 
     loaded = _load(args)
     names = {sink.name for sink in loaded.config.sinks}
@@ -201,7 +201,7 @@ def _cmd_redeliver(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     import importlib.util
 
-    from watcher.bench.harness import render, run_all
+    from watcher.devtools.bench.harness import render, run_all
 
     if importlib.util.find_spec("alibabacloud_fc_open20210406") is None:
         raise UsageError(
@@ -223,7 +223,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from watcher.demo import run_demo
+    from watcher.devtools.demo import run_demo
 
     return asyncio.run(run_demo(log_format=args.log_format))
 
@@ -297,11 +297,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fc-watcher`` console script."""
-    from watcher.config import ConfigError
-    from watcher.emulator.scenario import ScenarioError
-    from watcher.runtime import tune_gc
-    from watcher.service import StartupError
-    from watcher.store import StateStoreError
+    from watcher.config.load import ConfigError
+    from watcher.daemon.runtime import tune_gc
+    from watcher.daemon.service import StartupError
+    from watcher.devtools.emulator.scenario import ScenarioError
+    from watcher.store.sqlite import StateStoreError
 
     args = _parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler

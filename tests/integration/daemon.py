@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import ACCESS_KEY_ID, ACCESS_KEY_SECRET, RunningEmulator
-from watcher import diff as decide
-from watcher.emulator.scenario import state_at
-from watcher.fc.models import Api, FunctionRef, InvocationRef, parse_invocation
+from watcher.core import decide
+from watcher.core.invocation import Api, FunctionRef, InvocationRef
+from watcher.devtools.emulator.scenario import state_at
+from watcher.fc.models import parse_invocation
 
 ROOT = Path(__file__).parents[2]
 

@@ -18,10 +18,13 @@ from tests.conftest import (
     EmulatorFactory,
     make_client,
 )
+from watcher.core.invocation import Api, FunctionRef, InvocationRef
 from watcher.fc import errors
-from watcher.fc.client import FcClient, SignatureScheme, resolve_endpoint
+from watcher.fc.client import FcClient
 from watcher.fc.credentials import Credentials
-from watcher.fc.models import Api, FunctionRef, InvocationRef, ListFilter
+from watcher.fc.endpoint import resolve_endpoint
+from watcher.fc.models import ListFilter
+from watcher.fc.signing import SignatureScheme
 
 FAIL_TIMELINE = [
     {"at_s": 0, "status": "Enqueued"},

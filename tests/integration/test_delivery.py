@@ -14,15 +14,15 @@ from pydantic import TypeAdapter
 from standardwebhooks.webhooks import Webhook
 
 from tests.conftest import Receiver
-from watcher import diff as decide
-from watcher.delivery_config import SinkSettings
-from watcher.fc.models import Api, FunctionRef, Invocation, InvocationRef
-from watcher.model import Transition
-from watcher.outbox import DeliveryPolicy, Dispatcher
-from watcher.router import Target
-from watcher.sinks import Sink
-from watcher.sinks.registry import build_sink
-from watcher.store import StateStore
+from watcher.config.delivery import SinkSettings
+from watcher.core import decide
+from watcher.core.invocation import Api, FunctionRef, Invocation, InvocationRef
+from watcher.core.model import Transition
+from watcher.core.route import Target
+from watcher.delivery.dispatcher import DeliveryPolicy, Dispatcher
+from watcher.delivery.sinks import Sink
+from watcher.delivery.sinks.registry import build_sink
+from watcher.store.sqlite import StateStore
 
 WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 ADAPTER: TypeAdapter[Any] = TypeAdapter(SinkSettings)

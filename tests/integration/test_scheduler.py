@@ -14,15 +14,15 @@ import pytest
 from structlog.testing import capture_logs
 
 from tests.conftest import ACCESS_KEY_ID, EmulatorFactory, RunningEmulator, make_client
-from watcher.config import PollSettings, Tracked
+from watcher.config.models import PollSettings, Tracked
+from watcher.core.invocation import Api, FunctionRef, InvocationRef
+from watcher.core.model import TransitionType
+from watcher.core.route import route
+from watcher.engine.poll import PollOutcome
+from watcher.engine.scheduler import Scheduler, TokenBucket
 from watcher.fc.client import FcClient
 from watcher.fc.credentials import Credentials
-from watcher.fc.models import Api, FunctionRef, InvocationRef
-from watcher.model import TransitionType
-from watcher.poll import PollOutcome
-from watcher.router import route
-from watcher.scheduler import Scheduler, TokenBucket
-from watcher.store import StateStore
+from watcher.store.sqlite import StateStore
 
 FN = FunctionRef(Api.FC2, "demo-function", "demo-service", "LATEST")
 WALL_BASE_MS = 1_795_680_000_000

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import EmulatorFactory
 from tests.integration.daemon import committed, read_log, run_cli, stop, wait_until, write_config
-from watcher.notify import Notifier
+from watcher.daemon.notify import Notifier
 
 RUNNING = [{"at_s": 0, "status": "Running"}]
 

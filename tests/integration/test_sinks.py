@@ -17,14 +17,14 @@ from pydantic import TypeAdapter
 from standardwebhooks.webhooks import Webhook
 
 from tests.conftest import Receiver
-from watcher import diff as decide
-from watcher.delivery_config import SinkSettings
-from watcher.fc.models import Api, FunctionRef, Invocation, InvocationRef
-from watcher.model import Transition
-from watcher.sinks import Outgoing, SinkError
-from watcher.sinks.dingtalk import dingtalk_sign
-from watcher.sinks.feishu import feishu_sign
-from watcher.sinks.registry import build_sink
+from watcher.config.delivery import SinkSettings
+from watcher.core import decide
+from watcher.core.invocation import Api, FunctionRef, Invocation, InvocationRef
+from watcher.core.model import Transition
+from watcher.delivery.sinks import Outgoing, SinkError
+from watcher.delivery.sinks.dingtalk import dingtalk_sign
+from watcher.delivery.sinks.feishu import feishu_sign
+from watcher.delivery.sinks.registry import build_sink
 
 WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 DING_SECRET = "SECthisisademosecret-for-tests"

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from watcher import diff as decide
-from watcher.fc.models import Api, FunctionRef, Invocation, InvocationRef
-from watcher.router import Target
-from watcher.status import render_status
-from watcher.store import SCHEMA_VERSION, StateStore, StateStoreError
+from watcher.core import decide
+from watcher.core.invocation import Api, FunctionRef, Invocation, InvocationRef
+from watcher.core.route import Target
+from watcher.daemon.status import render_status
+from watcher.store.sqlite import SCHEMA_VERSION, StateStore, StateStoreError
 
 REF = InvocationRef(FunctionRef(Api.FC2, "fn", "svc", "LATEST"), "job-1")
 

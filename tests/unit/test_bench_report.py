@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from watcher.bench.harness import ratios, relative, render
+from watcher.devtools.bench.harness import ratios, relative, render
 
 
 def _m(polls_per_s: float, cpu_us_per_poll: float, **extra: Any) -> dict[str, Any]:

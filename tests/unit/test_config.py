@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from watcher.cli import EXIT_CONFIG, main
-from watcher.config import ConfigError, load_config
-from watcher.fc.client import SignatureScheme
-from watcher.fc.models import Api
+from watcher.config.load import ConfigError, load_config
+from watcher.core.invocation import Api
+from watcher.fc.signing import SignatureScheme
 
 VALID = """\
 fc:
@@ -261,8 +261,8 @@ def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 
 def test_bundled_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     """config/watcher.example.yaml loads; its empty key variables fall back to the default chain."""
+    from watcher.daemon.service import credential_source
     from watcher.fc.credentials import DefaultChainCredentialSource
-    from watcher.service import credential_source
 
     for name in ("ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET"):
         monkeypatch.delenv(name, raising=False)
@@ -308,7 +308,7 @@ def test_inline_secrets_in_a_world_readable_file_are_warned_about(tmp_path: Path
     """A config holding inline secrets and readable by others gets a warning naming the fix."""
     from structlog.testing import capture_logs
 
-    from watcher.service import warn_if_secrets_exposed
+    from watcher.daemon.service import warn_if_secrets_exposed
 
     path = _write(tmp_path, BASE)
     path.chmod(0o644)

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from watcher import diff as decide
-from watcher.fc.models import Api, FunctionRef, Invocation, InvocationRef
-from watcher.model import Snapshot, Transition, TransitionType
+from watcher.core import decide
+from watcher.core.invocation import Api, FunctionRef, Invocation, InvocationRef
+from watcher.core.model import Snapshot, Transition, TransitionType
 
 REF = InvocationRef(FunctionRef(Api.FC2, "fn", "svc", "LATEST"), "job-1")
 

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from watcher.emulator.auth import SignedRequest, verify
-from watcher.emulator.faults import plan_faults
-from watcher.emulator.scenario import (
+from watcher.core.invocation import Api, FunctionRef
+from watcher.devtools.emulator.auth import SignedRequest, verify
+from watcher.devtools.emulator.faults import plan_faults
+from watcher.devtools.emulator.scenario import (
     AccessKey,
     FaultSpec,
     InvocationSpec,
@@ -18,9 +19,10 @@ from watcher.emulator.scenario import (
     load_scenario,
     state_at,
 )
-from watcher.fc.client import Operation, SignatureScheme, request_base, resolve_endpoint, sign
 from watcher.fc.credentials import Credentials
-from watcher.fc.models import Api, FunctionRef
+from watcher.fc.endpoint import resolve_endpoint
+from watcher.fc.requests import Operation, request_base, sign
+from watcher.fc.signing import SignatureScheme
 
 NOW_S = 1795680000.0
 KEYS = (AccessKey(access_key_id="AK", access_key_secret="SK"),)
@@ -227,7 +229,10 @@ def test_missing_scenario_file(tmp_path: Path) -> None:
 def test_bundled_scenarios_load() -> None:
     """Every scenario shipped in config/ and the demo loads."""
     root = Path(__file__).parents[2]
-    paths = [*root.glob("config/*scenario*.yaml"), root / "watcher" / "demo" / "scenario.yaml"]
+    paths = [
+        *root.glob("config/*scenario*.yaml"),
+        root / "watcher" / "devtools" / "demo" / "scenario.yaml",
+    ]
     assert paths
     for path in paths:
         assert load_scenario(path).invocations

@@ -6,17 +6,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from watcher.fc.client import (
-    Operation,
-    SignatureScheme,
-    request_base,
-    request_path,
-    resolve_endpoint,
-    sign,
+from watcher.core.invocation import (
+    IDENTIFIER_PATTERN,
+    Api,
+    FunctionRef,
+    InvalidIdentifierError,
+    InvocationRef,
 )
 from watcher.fc.credentials import Credentials
-from watcher.fc.errors import InvalidIdentifierError
-from watcher.fc.models import IDENTIFIER_PATTERN, Api, FunctionRef, InvocationRef
+from watcher.fc.endpoint import resolve_endpoint
+from watcher.fc.requests import Operation, request_base, request_path, sign
+from watcher.fc.signing import SignatureScheme
 
 HOSTILE = [
     "",

@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from watcher.emulator.scenario import InvocationSpec, Step, state_at
+from watcher.core.invocation import Api, Status
+from watcher.devtools.emulator.scenario import InvocationSpec, Step, state_at
 from watcher.fc.errors import BadResponseError
-from watcher.fc.models import Api, Status, parse_invocation, parse_page
+from watcher.fc.models import parse_invocation, parse_page
 
 
 @pytest.mark.parametrize(

@@ -6,13 +6,12 @@ from typing import Any
 
 import pytest
 
-from watcher import diff as decide
-from watcher.delivery_config import Route
-from watcher.fc.models import Api, FunctionRef, Invocation, InvocationRef
-from watcher.model import Snapshot, Transition
-from watcher.render import check_template, render, render_group
-from watcher.router import Target, route
-from watcher.sinks._http import Reply, body_code, classify, redact_url
+from watcher.core import decide
+from watcher.core.invocation import Api, FunctionRef, Invocation, InvocationRef
+from watcher.core.model import Snapshot, Transition
+from watcher.core.render import check_template, render, render_group
+from watcher.core.route import Route, Target, route
+from watcher.delivery.sinks._http import Reply, body_code, classify, redact_url
 
 
 def change(
@@ -173,8 +172,8 @@ def test_group_summary() -> None:
 
 def test_select_heads_and_select_due_keep_per_invocation_order() -> None:
     """Single-row sinks send each invocation's head row only; batches stop behind a waiting row."""
-    from watcher.outbox import select_due, select_heads
-    from watcher.store import OutboxRow
+    from watcher.delivery.dispatcher import select_due, select_heads
+    from watcher.store.sqlite import OutboxRow
 
     def row(seq: int, key: str, due_ms: int) -> OutboxRow:
         return OutboxRow(seq, f"tr_{seq}", key, 0, due_ms, 0)

@@ -7,10 +7,11 @@ support ticket needs) and never a credential: the client scrubs them before buil
 
 from __future__ import annotations
 
-import email.utils
 import json
-import time
 from collections.abc import Mapping
+
+from watcher.core.backoff import retry_after_s
+from watcher.core.redact import scrub
 
 
 class FcError(Exception):
@@ -41,13 +42,6 @@ class FcError(Exception):
         if self.request_id:
             parts.append(f"request_id={self.request_id}")
         return " ".join(parts)
-
-
-class InvalidIdentifierError(FcError, ValueError):
-    """A service, function, qualifier or invocation id that FC would never accept.
-
-    Raised before any request is built, so a hostile id can never change a request path.
-    """
 
 
 class NotFoundError(FcError):
@@ -139,33 +133,6 @@ def error_code_and_message(body: bytes) -> tuple[str, str]:
         or ""
     )
     return str(code)[:200], str(message)[:500]
-
-
-def retry_after_s(headers: Mapping[str, str], now_s: float | None = None) -> float | None:
-    """The server's requested delay: ``Retry-After`` (seconds or HTTP date) or
-    ``x-acs-retry-after`` (milliseconds, as the tea SDK's retry policy reads it)."""
-    raw = headers.get("Retry-After")
-    if raw:
-        raw = raw.strip()
-        if raw.isdigit():
-            return float(raw)
-        try:
-            when = email.utils.parsedate_to_datetime(raw)
-        except (TypeError, ValueError):
-            when = None
-        if when is not None:
-            return max(0.0, when.timestamp() - (time.time() if now_s is None else now_s))
-    acs = headers.get("x-acs-retry-after")
-    if acs and acs.strip().isdigit() and int(acs) > 0:
-        return int(acs) / 1000.0
-    return None
-
-
-def scrub(text: str, secrets: tuple[str, ...]) -> str:
-    """``text`` with every occurrence of each secret masked."""
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text
 
 
 def classify_response(

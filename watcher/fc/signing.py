@@ -13,6 +13,7 @@ import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from urllib.parse import quote
 
 ACS3_ALGORITHM = "ACS3-HMAC-SHA256"
@@ -232,3 +233,12 @@ def roa_v2_sign(
     return SimpleSignature(
         string_to_sign, f"acs {access_key_id}:{base64.b64encode(digest).decode()}"
     )
+
+
+class SignatureScheme(StrEnum):
+    """How requests are signed."""
+
+    ACS3 = "acs3"
+    """ACS3-HMAC-SHA256: what the current official SDKs send (the default)."""
+    FC = "fc"
+    """The legacy ``FC ak:signature`` scheme of FC's own documentation and older SDKs."""

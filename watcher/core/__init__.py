@@ -1,0 +1,1 @@
+"""Pure decisions and the domain model: no I/O, no clock, nothing else of ours imported."""

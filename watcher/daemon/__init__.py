@@ -1,0 +1,1 @@
+"""The running daemon: lifecycle and signals, the composition root, HTTP, metrics, systemd."""

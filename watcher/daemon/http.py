@@ -1,0 +1,57 @@
+"""The optional HTTP endpoint: /healthz, /readyz and /metrics (Prometheus text).
+
+Off unless ``http.listen`` is set. /healthz answers from the event loop, so an answer means the
+loop is alive; /readyz also needs the state DB open and a poll finished recently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from watcher.telemetry.metrics import Metrics
+
+
+class HttpEndpoint:
+    """Serves health and metrics on one address."""
+
+    def __init__(
+        self, host: str, port: int, *, metrics: Metrics, readiness: Callable[[], str | None]
+    ):
+        self._host = host
+        self._port = port
+        self._metrics = metrics
+        self._readiness = readiness
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics_page)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self._host, self._port).start()
+        self.port = int(self._runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _healthz(self, _: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _readyz(self, _: web.Request) -> web.Response:
+        problem = self._readiness()
+        if problem is None:
+            return web.Response(text="ready\n")
+        return web.Response(status=503, text=f"not ready: {problem}\n")
+
+    async def _metrics_page(self, _: web.Request) -> web.Response:
+        response = web.Response(body=self._metrics.exposition())
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response

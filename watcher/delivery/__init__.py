@@ -1,0 +1,1 @@
+"""Delivery of committed transitions: the outbox dispatcher and its sinks."""

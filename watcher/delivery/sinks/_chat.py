@@ -1,0 +1,141 @@
+"""What the chat-robot sinks share: a per-robot rate window, grouping, markdown, the send path.
+
+A burst routed to one robot within ``group_wait_s`` arrives as one batch (the dispatcher holds
+it) and becomes one message, so twelve failures are one readable message, not twelve, and the
+robot's 20-a-minute limit is respected by the rate window besides.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+
+import aiohttp
+
+from watcher.config.delivery import ChatSinkSettings, SignedChatSinkSettings
+from watcher.core.render import Message, render_group
+from watcher.delivery.sinks import Outgoing
+from watcher.delivery.sinks._http import body_code, classify, post
+
+SEVERITY_ORDER = {"info": 0, "warning": 1, "critical": 2}
+
+
+class RateWindow:
+    """At most ``per_minute`` sends in any 60 seconds."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._per_minute = per_minute
+        self._clock = clock
+        self._sent: deque[float] = deque()
+
+    def wait_s(self) -> float:
+        """Seconds until one more send fits in the window."""
+        now = self._clock()
+        while self._sent and now - self._sent[0] >= 60:
+            self._sent.popleft()
+        if len(self._sent) < self._per_minute:
+            return 0.0
+        return 60 - (now - self._sent[0])
+
+    def record(self) -> None:
+        self._sent.append(self._clock())
+
+
+def group_message(batch: Sequence[Outgoing], region: str | None) -> Message:
+    """One message for the batch, at its highest severity, with the first route's template."""
+    severity = max((item.severity for item in batch), key=lambda s: SEVERITY_ORDER.get(s, 0))
+    return render_group(
+        [item.transition for item in batch],
+        region=region,
+        severity=severity,
+        template=batch[0].template,
+    )
+
+
+def markdown(message: Message, *, mentions: Sequence[str] = ()) -> str:
+    """Markdown that DingTalk and WeCom render: a heading, one paragraph a line, a link."""
+    parts = [f"### [{message.severity.upper()}] {message.title}", *message.lines]
+    if message.link:
+        parts.append(f"[Open in the FC console]({message.link})")
+    if mentions:
+        parts.append(" ".join(f"@{mobile}" for mobile in mentions))
+    return "\n\n".join(parts)
+
+
+def cap_utf8(text: str, max_bytes: int) -> str:
+    """``text`` cut to at most ``max_bytes`` of UTF-8, on a character boundary."""
+    encoded = text.encode()
+    if len(encoded) <= max_bytes:
+        return text
+    return encoded[: max_bytes - 3].decode(errors="ignore") + "..."
+
+
+class ChatSink:
+    """What every robot sink does: group, render, respect the rate window, POST, classify.
+
+    A subclass says how a message becomes its robot's request (``request``) and which body
+    keys and codes its robot uses (``code_keys``, ``throttle_codes``).
+    """
+
+    max_in_flight = 1
+    code_keys: tuple[str, ...] = ()
+    throttle_codes: frozenset[int] = frozenset()
+
+    def __init__(
+        self,
+        settings: ChatSinkSettings,
+        session: aiohttp.ClientSession,
+        *,
+        region: str | None = None,
+        extra_secrets: tuple[str, ...] = (),
+    ) -> None:
+        self.name = settings.name
+        self.group_wait_s = settings.group_wait_s
+        self.max_batch = settings.max_group
+        self._url = settings.url.get_secret_value()
+        self._timeout_s = settings.timeout_s
+        self._session = session
+        self._region = region
+        self._window = RateWindow(settings.max_per_minute)
+        self._secrets = tuple(v for v in (self._url, *extra_secrets) if v)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+    def wait_s(self) -> float:
+        return self._window.wait_s()
+
+    def request(self, message: Message) -> tuple[str, bytes]:
+        """The URL and the JSON body that carry ``message`` to this robot."""
+        raise NotImplementedError
+
+    async def send(self, batch: Sequence[Outgoing]) -> None:
+        url, body = self.request(group_message(batch, self._region))
+        self._window.record()
+        reply = await post(
+            self._session, url, body, timeout_s=self._timeout_s, secrets=self._secrets
+        )
+        code = body_code(reply.body, *self.code_keys) if self.code_keys else None
+        error = classify(reply, body_code=code, throttle_codes=self.throttle_codes)
+        if error is not None:
+            raise error
+
+    async def close(self) -> None:
+        return None
+
+
+class SignedChatSink(ChatSink):
+    """A robot whose messages carry a signature over a timestamp (DingTalk, Feishu)."""
+
+    def __init__(
+        self,
+        settings: SignedChatSinkSettings,
+        session: aiohttp.ClientSession,
+        *,
+        region: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._secret = settings.secret.get_secret_value() if settings.secret else None
+        super().__init__(settings, session, region=region, extra_secrets=(self._secret or "",))
+        self._clock = clock

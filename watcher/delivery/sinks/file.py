@@ -1,0 +1,69 @@
+"""The file sink: one JSON line per transition, appended, fsynced per batch.
+
+For log shippers (Logtail for SLS, Filebeat, Vector). ``reopen()`` (on SIGHUP) closes and
+reopens the path, so logrotate can move the file away. Writes run in a worker thread so the
+event loop never waits on the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Sequence
+from typing import IO
+
+from watcher.config.delivery import FileSinkSettings
+from watcher.delivery.sinks import Outgoing, SinkError
+
+
+class FileSink:
+    """Appends transitions to a file."""
+
+    max_in_flight = 1
+
+    max_batch = 500
+    group_wait_s = 0.0
+
+    def __init__(self, settings: FileSinkSettings) -> None:
+        self.name = settings.name
+        self._path = settings.path
+        self._handle: IO[str] | None = None
+        self._reopen = False
+
+    def __repr__(self) -> str:
+        return f"FileSink(name={self.name!r}, path={self._path!r})"
+
+    def wait_s(self) -> float:
+        return 0.0
+
+    def reopen(self) -> None:
+        """Reopen the path before the next write (logrotate moved the file)."""
+        self._reopen = True
+
+    def _write(self, lines: str) -> None:
+        if self._reopen and self._handle is not None:
+            self._handle.close()
+            self._handle = None
+        self._reopen = False
+        if self._handle is None:
+            self._handle = open(self._path, "a", encoding="utf-8")  # noqa: SIM115 (kept open)
+        self._handle.write(lines)
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    async def send(self, batch: Sequence[Outgoing]) -> None:
+        lines = "".join(
+            json.dumps({**item.transition.to_dict(), "severity": item.severity}, ensure_ascii=False)
+            + "\n"
+            for item in batch
+        )
+        try:
+            await asyncio.to_thread(self._write, lines)
+        except OSError as exc:
+            raise SinkError(f"cannot write {self._path}: {exc.strerror}", retryable=True) from None
+
+    async def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None

@@ -1,0 +1,66 @@
+"""The explicit sink registry: config ``type`` to the class that implements it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import aiohttp
+
+from watcher.config.delivery import (
+    AlertmanagerSinkSettings,
+    DingTalkSinkSettings,
+    FeishuSinkSettings,
+    FileSinkSettings,
+    LogSinkSettings,
+    SinkSettings,
+    SlackSinkSettings,
+    WebhookSinkSettings,
+    WeComSinkSettings,
+)
+from watcher.delivery.dispatcher import DeliveryPolicy
+from watcher.delivery.sinks import Sink
+from watcher.delivery.sinks.alertmanager import AlertmanagerSink
+from watcher.delivery.sinks.dingtalk import DingTalkSink
+from watcher.delivery.sinks.feishu import FeishuSink
+from watcher.delivery.sinks.file import FileSink
+from watcher.delivery.sinks.log import LogSink
+from watcher.delivery.sinks.slack import SlackSink
+from watcher.delivery.sinks.webhook import WebhookSink
+from watcher.delivery.sinks.wecom import WeComSink
+
+
+def build_sink(entry: SinkSettings, session: aiohttp.ClientSession, region: str | None) -> Sink:
+    """The sink for one config entry."""
+    match entry:
+        case LogSinkSettings():
+            return LogSink(entry.name, entry.level)
+        case FileSinkSettings():
+            return FileSink(entry)
+        case WebhookSinkSettings():
+            return WebhookSink(entry, session)
+        case DingTalkSinkSettings():
+            return DingTalkSink(entry, session, region=region)
+        case FeishuSinkSettings():
+            return FeishuSink(entry, session, region=region)
+        case WeComSinkSettings():
+            return WeComSink(entry, session, region=region)
+        case SlackSinkSettings():
+            return SlackSink(entry, session, region=region)
+        case AlertmanagerSinkSettings():
+            return AlertmanagerSink(entry, session, region=region)
+
+
+def build_sinks(
+    settings: Sequence[SinkSettings], session: aiohttp.ClientSession, region: str | None = None
+) -> dict[str, Sink]:
+    """One sink per configured entry, by name, in config order."""
+    return {entry.name: build_sink(entry, session, region) for entry in settings}
+
+
+def delivery_policies(settings: Sequence[SinkSettings]) -> dict[str, DeliveryPolicy]:
+    """Each sink's retry policy (the log sink never fails, so it has the default)."""
+    return {
+        entry.name: DeliveryPolicy(entry.backoff_base_s, entry.backoff_cap_s, entry.max_age_s)
+        for entry in settings
+        if not isinstance(entry, LogSinkSettings)
+    }

@@ -1,0 +1,1 @@
+"""Tools around the watcher: the FC emulator, the demo and the benchmark."""

@@ -1,0 +1,1 @@
+"""Polling: the scheduler, one poll, the shared API limiter, the tracked sources."""

@@ -1,0 +1,235 @@
+"""One poll of one invocation: fetch, skip when identical, decide, commit.
+
+The scheduler decides when to poll and what comes next; ``Poller`` decides what a poll found
+and persists it. A body byte-identical to the last one is neither parsed nor written (the
+common case costs no disk); anything else goes through ``watcher.diff`` (pure) and, when it
+changed something, into the store in one transaction with its outbox rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+import structlog
+
+from watcher.config.models import PollSettings
+from watcher.core import decide
+from watcher.core.clock import Clock
+from watcher.core.invocation import TERMINAL_STATUSES, InvocationRef
+from watcher.core.model import Snapshot, Transition
+from watcher.core.route import Target
+from watcher.fc.errors import AuthError, FcError, NotFoundError, ThrottledError
+from watcher.fc.models import parse_invocation
+from watcher.store.sqlite import StateStore, StateStoreError
+from watcher.telemetry.metrics import Metrics
+
+_log = structlog.get_logger("watcher.poll")
+
+Router = Callable[[Sequence[Transition]], Mapping[str, Sequence[Target]]]
+"""Decides, for committed transitions, which sinks get them (``watcher.router.route``)."""
+
+
+class InvocationSource(Protocol):
+    """What a poll needs of the FC client."""
+
+    async def get_invocation_body(self, ref: InvocationRef) -> bytes:
+        """The raw Get body for ``ref``, or a typed ``FcError``."""
+        ...
+
+
+class PollOutcome(StrEnum):
+    """What one poll found."""
+
+    CHANGED = "changed"
+    UNCHANGED = "unchanged"
+    NOT_FOUND = "not_found"
+    FAILED = "failed"
+    AUTH_FAILED = "auth_failed"
+
+
+@dataclass(slots=True)
+class PollState:
+    """One tracked invocation: what was last seen of it, and where it is in the schedule."""
+
+    ref: InvocationRef
+    labels: dict[str, str]
+    snapshot: Snapshot | None
+    interval_s: float
+    stuck_after_s: float | None = None
+    stuck_repeat_s: float | None = None
+    digest: bytes | None = None
+    failures: int = 0
+    terminal_polls: int = 0
+    done: bool = False
+    generation: int = 0
+    last_polled_ms: int = 0
+
+
+def is_finished(snapshot: Snapshot | None, terminal_polls: int) -> bool:
+    """Terminal, and its final events recorded: nothing more will happen to it.
+
+    FC may log the final event a moment after the status flips, so a terminal status whose last
+    event does not show it yet gets one more poll.
+    """
+    if snapshot is None or snapshot.status is None:
+        return False
+    if snapshot.status not in TERMINAL_STATUSES:
+        return False
+    return snapshot.last_event_status == snapshot.status or terminal_polls >= 2
+
+
+class Poller:
+    """Does the polls the scheduler starts (many at once), and tracks whether FC accepts the
+    key: one log line per authentication outage, not one per invocation."""
+
+    def __init__(
+        self,
+        *,
+        client: InvocationSource,
+        store: StateStore,
+        router: Router,
+        settings: PollSettings,
+        clock: Clock,
+        metrics: Metrics | None,
+        on_commit: Callable[[], None],
+    ) -> None:
+        self.client = client
+        self.router = router
+        self.settings = settings
+        self._store = store
+        self._clock = clock
+        self._metrics = metrics
+        self._on_commit = on_commit
+        self._auth_failing = False
+
+    async def poll(self, state: PollState) -> tuple[PollOutcome, float | None]:
+        """Poll ``state``'s invocation and commit what changed: the outcome, and the delay FC
+        asked for (Retry-After) if it throttled."""
+        outcome, retry_after_s = await self._fetch_and_commit(state)
+        if outcome in (PollOutcome.CHANGED, PollOutcome.UNCHANGED):
+            self._check_stuck(state)
+        return outcome, retry_after_s
+
+    async def _fetch_and_commit(self, state: PollState) -> tuple[PollOutcome, float | None]:
+        ref = state.ref
+        try:
+            started = time.perf_counter()
+            try:
+                body = await self.client.get_invocation_body(ref)
+            finally:
+                if self._metrics is not None:
+                    self._metrics.api_latency.observe(time.perf_counter() - started)
+            digest = hashlib.blake2b(body, digest_size=16).digest()
+            if digest == state.digest and not (state.snapshot and state.snapshot.failing):
+                self._auth_ok()
+                state.failures = 0
+                return PollOutcome.UNCHANGED, None
+            invocation = parse_invocation(body)
+        except NotFoundError:
+            self._auth_ok()
+            state.failures = 0
+            state.digest = None  # if it comes back, diff it: that resets the not-found count
+            result = decide.not_found(
+                state.snapshot,
+                ref=ref,
+                observed_ms=self._clock.wall_ms(),
+                report_after=self.settings.not_found_retries,
+                labels=state.labels,
+            )
+            return (
+                PollOutcome.NOT_FOUND if self._commit(state, result) else PollOutcome.FAILED
+            ), None
+        except AuthError as exc:
+            self._auth_failed(exc)
+            return PollOutcome.AUTH_FAILED, None
+        except FcError as exc:
+            state.failures += 1
+            _log.debug("poll_failed", invocation_id=ref.invocation_id, error=str(exc))
+            result = decide.poll_failed(
+                state.snapshot,
+                ref=ref,
+                observed_ms=self._clock.wall_ms(),
+                consecutive_failures=state.failures,
+                threshold=self.settings.failure_threshold,
+                detail=f"{type(exc).__name__}: {exc}",
+                labels=state.labels,
+            )
+            self._commit(state, result)
+            retry_after = exc.retry_after_s if isinstance(exc, ThrottledError) else None
+            return PollOutcome.FAILED, retry_after
+        self._auth_ok()
+        result = decide.diff(
+            state.snapshot,
+            invocation,
+            ref=ref,
+            observed_ms=self._clock.wall_ms(),
+            labels=state.labels,
+        )
+        if not self._commit(state, result):
+            return PollOutcome.FAILED, None
+        state.digest = digest
+        state.failures = 0
+        state.terminal_polls = state.terminal_polls + 1 if invocation.is_terminal else 0
+        return (PollOutcome.CHANGED if result.transitions else PollOutcome.UNCHANGED), None
+
+    def _check_stuck(self, state: PollState) -> None:
+        # Runs on unchanged polls too: being stuck is precisely nothing changing.
+        if state.stuck_after_s is None:
+            return
+        result = decide.stuck(
+            state.snapshot,
+            ref=state.ref,
+            now_ms=self._clock.wall_ms(),
+            stuck_after_s=state.stuck_after_s,
+            repeat_s=state.stuck_repeat_s,
+            labels=state.labels,
+        )
+        if result.changed:
+            self._commit(state, result)
+
+    def _commit(self, state: PollState, result: decide.DiffResult) -> bool:
+        """Persist a decision; on success adopt its snapshot. False if the store failed."""
+        if not result.changed:
+            state.snapshot = result.snapshot
+            return True
+        try:
+            fresh = self._store.commit(
+                state.ref,
+                result.snapshot,
+                transitions=result.transitions,
+                routes=self.router(result.transitions),
+                now_ms=self._clock.wall_ms(),
+            )
+        except StateStoreError as exc:
+            _log.error("state_commit_failed", invocation_id=state.ref.invocation_id, error=str(exc))
+            return False
+        state.snapshot = result.snapshot
+        if fresh:
+            if self._metrics is not None:
+                for transition in fresh:
+                    self._metrics.transitions.labels(transition.type.value).inc()
+            self._on_commit()
+        return True
+
+    def _auth_ok(self) -> None:
+        if self._auth_failing:
+            self._auth_failing = False
+            _log.info("fc_auth_recovered")
+
+    def _auth_failed(self, exc: AuthError) -> None:
+        # One loud line per outage, not one per invocation per poll.
+        if not self._auth_failing:
+            self._auth_failing = True
+            _log.error(
+                "fc_auth_failed",
+                code=exc.code,
+                error=exc.message,
+                request_id=exc.request_id,
+                hint="check the access key, its RAM permissions (fc:GetStatefulAsyncInvocation,"
+                " fc:GetAsyncTask) and this machine's clock",
+            )

@@ -1,0 +1,1 @@
+"""The durable state: snapshots, the transition log and the outbox."""

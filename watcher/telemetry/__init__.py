@@ -1,0 +1,1 @@
+"""The Prometheus metrics that every layer updates."""
