@@ -174,26 +174,29 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from watcher.daemon.status import render_status
 
     loaded = _load(args)
-    print(render_status(loaded.config.state.path, as_json=args.json))
+    print(asyncio.run(render_status(loaded.config.state.path, as_json=args.json)))
     return EXIT_OK
 
 
-def _cmd_redeliver(args: argparse.Namespace) -> int:
+async def _redeliver(path: Path, *, sink: str | None, transition_id: str | None) -> int:
     import time
 
-    from watcher.store.sqlite import StateStore
+    from watcher.store.sqlite import SqliteStore
 
+    store = await SqliteStore.open(path, beside_daemon=True)
+    try:
+        now_ms = int(time.time() * 1000)
+        return await store.redeliver(sink=sink, transition_id=transition_id, now_ms=now_ms)
+    finally:
+        await store.close()
+
+
+def _cmd_redeliver(args: argparse.Namespace) -> int:
     loaded = _load(args)
     names = {sink.name for sink in loaded.config.sinks}
     if args.sink is not None and args.sink not in names:
         raise UsageError(f"no sink is named {args.sink!r}; sinks: {', '.join(sorted(names))}")
-    store = StateStore.open(loaded.config.state.path, beside_daemon=True)
-    try:
-        count = store.redeliver(
-            sink=args.sink, transition_id=args.id, now_ms=int(time.time() * 1000)
-        )
-    finally:
-        store.close()
+    count = asyncio.run(_redeliver(loaded.config.state.path, sink=args.sink, transition_id=args.id))
     print(f"{count} dead letter(s) queued again; a running watcher sends them within a minute")
     return EXIT_OK
 
@@ -301,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from watcher.daemon.runtime import tune_gc
     from watcher.daemon.service import StartupError
     from watcher.devtools.emulator.scenario import ScenarioError
-    from watcher.store.sqlite import StateStoreError
+    from watcher.store.errors import StateStoreError
 
     args = _parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler

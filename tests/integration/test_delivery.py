@@ -22,7 +22,7 @@ from watcher.core.route import Target
 from watcher.delivery.dispatcher import DeliveryPolicy, Dispatcher
 from watcher.delivery.sinks import Sink
 from watcher.delivery.sinks.registry import build_sink
-from watcher.store.sqlite import StateStore
+from watcher.store.sqlite import SqliteStore
 
 WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 ADAPTER: TypeAdapter[Any] = TypeAdapter(SinkSettings)
@@ -38,8 +38,8 @@ class WallClock:
         return self.ms
 
 
-def commit_steps(
-    store: StateStore,
+async def commit_steps(
+    store: SqliteStore,
     invocation_id: str,
     statuses: Sequence[str],
     sinks: Sequence[str],
@@ -47,13 +47,13 @@ def commit_steps(
 ) -> list[Transition]:
     """Commit one status change per status for one invocation; return the transitions."""
     ref = InvocationRef(FunctionRef(Api.FC2, "transcode", "media", None), invocation_id)
-    snapshot = store.load_snapshots().get(ref.key)
+    snapshot = (await store.load_snapshots()).get(ref.key)
     out: list[Transition] = []
     for status in statuses:
         result = decide.diff(
             snapshot, Invocation.model_validate({"status": status}), ref=ref, observed_ms=now_ms
         )
-        store.commit(
+        await store.commit(
             ref,
             result.snapshot,
             transitions=result.transitions,
@@ -76,8 +76,8 @@ async def test_retry_keeps_webhook_id_and_honours_retry_after(
 ) -> None:
     """A 429 with Retry-After is retried no sooner than asked, with the same webhook-id."""
     clock = WallClock()
-    store = StateStore.open(tmp_path / "state.db")
-    (transition,) = commit_steps(store, "job-1", ["Failed"], ["hook"], clock.ms)
+    store = await SqliteStore.open(tmp_path / "state.db")
+    (transition,) = await commit_steps(store, "job-1", ["Failed"], ["hook"], clock.ms)
     dispatcher = Dispatcher(
         store, {"hook": webhook(receiver, http_session)}, wall_ms=clock, rng=random.Random(0)
     )
@@ -94,8 +94,8 @@ async def test_retry_keeps_webhook_id_and_honours_retry_after(
     assert ids == [transition.id, transition.id]
     for _, headers, body in receiver.requests:
         Webhook(WHSEC).verify(body, {k.lower(): v for k, v in headers.items()})
-    assert store.outbox_counts() == {"sent": 1}
-    store.close()
+    assert await store.outbox_counts() == {"sent": 1}
+    await store.close()
 
 
 async def test_order_is_kept_per_invocation_while_others_flow(
@@ -103,9 +103,9 @@ async def test_order_is_kept_per_invocation_while_others_flow(
 ) -> None:
     """While a row waits for its retry, later rows of that invocation wait too; others go on."""
     clock = WallClock()
-    store = StateStore.open(tmp_path / "state.db")
-    a = commit_steps(store, "a", ["Enqueued", "Running", "Failed"], ["hook"], clock.ms)
-    b = commit_steps(store, "b", ["Enqueued", "Running"], ["hook"], clock.ms)
+    store = await SqliteStore.open(tmp_path / "state.db")
+    a = await commit_steps(store, "a", ["Enqueued", "Running", "Failed"], ["hook"], clock.ms)
+    b = await commit_steps(store, "b", ["Enqueued", "Running"], ["hook"], clock.ms)
     dispatcher = Dispatcher(
         store, {"hook": webhook(receiver, http_session)}, wall_ms=clock, rng=random.Random(0)
     )
@@ -116,7 +116,7 @@ async def test_order_is_kept_per_invocation_while_others_flow(
     clock.ms += 3_600_000
     await dispatcher.deliver_due("hook")
     assert [h["webhook-id"] for _, h, _ in receiver.requests][3:] == [t.id for t in a]
-    store.close()
+    await store.close()
 
 
 async def test_restart_in_the_middle_of_retrying(
@@ -124,8 +124,8 @@ async def test_restart_in_the_middle_of_retrying(
 ) -> None:
     """Retry state lives in the DB: a new process resumes with the attempt count and due time."""
     clock = WallClock()
-    store = StateStore.open(tmp_path / "state.db")
-    commit_steps(store, "job-1", ["Failed"], ["hook"], clock.ms)
+    store = await SqliteStore.open(tmp_path / "state.db")
+    await commit_steps(store, "job-1", ["Failed"], ["hook"], clock.ms)
     receiver.answer((503, "down"), (503, "down"))
     first = Dispatcher(
         store, {"hook": webhook(receiver, http_session)}, wall_ms=clock, rng=random.Random(0)
@@ -133,19 +133,19 @@ async def test_restart_in_the_middle_of_retrying(
     await first.deliver_due("hook")
     clock.ms += 3_600_000
     await first.deliver_due("hook")
-    store.close()  # the process dies here
+    await store.close()  # the process dies here
 
-    store = StateStore.open(tmp_path / "state.db")
-    (row,) = store.pending("hook", 10)
+    store = await SqliteStore.open(tmp_path / "state.db")
+    (row,) = await store.pending("hook", 10)
     assert row.attempts == 2
     second = Dispatcher(
         store, {"hook": webhook(receiver, http_session)}, wall_ms=clock, rng=random.Random(0)
     )
     clock.ms += 3_600_000
     assert (await second.deliver_due("hook"))[0] == 1
-    assert store.outbox_counts() == {"sent": 1}
+    assert await store.outbox_counts() == {"sent": 1}
     assert len({h["webhook-id"] for _, h, _ in receiver.requests}) == 1
-    store.close()
+    await store.close()
 
 
 async def test_receiver_down_for_a_minute_gets_everything_in_order(
@@ -159,9 +159,9 @@ async def test_receiver_down_for_a_minute_gets_everything_in_order(
     port = receiver.port
     sink = webhook(receiver, http_session)
     await receiver.stop()  # down
-    store = StateStore.open(tmp_path / "state.db")
+    store = await SqliteStore.open(tmp_path / "state.db")
     expected = {
-        name: commit_steps(
+        name: await commit_steps(
             store,
             name,
             ["Enqueued", "Running", "Retrying", "Running", "Failed"],
@@ -182,7 +182,7 @@ async def test_receiver_down_for_a_minute_gets_everything_in_order(
         attempts += handled
         clock.ms += 1000
     assert attempts > 3  # it kept trying, with backoff
-    assert store.outbox_counts() == {"pending": 15}
+    assert await store.outbox_counts() == {"pending": 15}
     back = Receiver()
     await back.start(port)  # up again on the same port
     try:
@@ -193,10 +193,10 @@ async def test_receiver_down_for_a_minute_gets_everything_in_order(
         for body in back.json_bodies():
             by_invocation.setdefault(body["data"]["invocationId"], []).append(body["data"]["id"])
         assert by_invocation == {name: [t.id for t in ts] for name, ts in expected.items()}
-        assert store.outbox_counts() == {"sent": 15}
+        assert await store.outbox_counts() == {"sent": 15}
     finally:
         await back.stop()
-        store.close()
+        await store.close()
 
 
 async def test_permanent_failures_and_old_rows_are_dead_lettered_and_redeliverable(
@@ -204,9 +204,9 @@ async def test_permanent_failures_and_old_rows_are_dead_lettered_and_redeliverab
 ) -> None:
     """410 dead-letters at once; a row past max_age dead-letters; redeliver queues them again."""
     clock = WallClock()
-    store = StateStore.open(tmp_path / "state.db")
-    (gone,) = commit_steps(store, "a", ["Failed"], ["hook"], clock.ms)
-    (old,) = commit_steps(store, "b", ["Failed"], ["hook"], clock.ms)
+    store = await SqliteStore.open(tmp_path / "state.db")
+    (gone,) = await commit_steps(store, "a", ["Failed"], ["hook"], clock.ms)
+    (old,) = await commit_steps(store, "b", ["Failed"], ["hook"], clock.ms)
     dispatcher = Dispatcher(
         store,
         {"hook": webhook(receiver, http_session)},
@@ -217,14 +217,14 @@ async def test_permanent_failures_and_old_rows_are_dead_lettered_and_redeliverab
     await dispatcher.deliver_due("hook")
     clock.ms += 61_000
     await dispatcher.deliver_due("hook")
-    letters = store.dead_letters()
+    letters = await store.dead_letters()
     assert {letter.transition_id for letter in letters} == {gone.id, old.id}
     assert all(letter.last_error.startswith("HTTP") for letter in letters)
-    assert store.redeliver(sink="hook", transition_id=gone.id, now_ms=clock.ms) == 1
-    assert store.redeliver(sink=None, transition_id=None, now_ms=clock.ms) == 1
+    assert await store.redeliver(sink="hook", transition_id=gone.id, now_ms=clock.ms) == 1
+    assert await store.redeliver(sink=None, transition_id=None, now_ms=clock.ms) == 1
     await dispatcher.deliver_due("hook")
-    assert store.outbox_counts() == {"sent": 2}
-    store.close()
+    assert await store.outbox_counts() == {"sent": 2}
+    await store.close()
 
 
 async def test_a_slow_sink_never_delays_another(
@@ -234,8 +234,8 @@ async def test_a_slow_sink_never_delays_another(
     slow = Receiver()
     await slow.start()
     slow.delay_s = 3
-    store = StateStore.open(tmp_path / "state.db")
-    commit_steps(store, "a", ["Failed"], ["fast", "slow"], 0)
+    store = await SqliteStore.open(tmp_path / "state.db")
+    await commit_steps(store, "a", ["Failed"], ["fast", "slow"], 0)
     dispatcher = Dispatcher(
         store,
         {
@@ -251,12 +251,12 @@ async def test_a_slow_sink_never_delays_another(
                 break
             await asyncio.sleep(0.02)
         assert receiver.requests, "the fast sink waited for the slow one"
-        assert not store.outbox_counts().get("sent", 0) > 1
+        assert not (await store.outbox_counts()).get("sent", 0) > 1
     finally:
         stop.set()
         await task
         await slow.stop()
-        store.close()
+        await store.close()
 
 
 async def test_chat_burst_is_grouped_into_one_message(
@@ -264,7 +264,7 @@ async def test_chat_burst_is_grouped_into_one_message(
 ) -> None:
     """Failures committed within group_wait_s reach the robot as one message."""
     clock = WallClock()
-    store = StateStore.open(tmp_path / "state.db")
+    store = await SqliteStore.open(tmp_path / "state.db")
     robot = build_sink(
         ADAPTER.validate_python(
             {
@@ -280,7 +280,7 @@ async def test_chat_burst_is_grouped_into_one_message(
     receiver.default = (200, '{"errcode":0}', {})
     dispatcher = Dispatcher(store, {"ding": robot}, wall_ms=clock)
     for n in range(12):
-        commit_steps(store, f"job-{n}", ["Failed"], ["ding"], clock.ms)
+        await commit_steps(store, f"job-{n}", ["Failed"], ["ding"], clock.ms)
         clock.ms += 500
         handled, _ = await dispatcher.deliver_due("ding")
         assert handled == 0  # still inside the grouping wait
@@ -288,14 +288,14 @@ async def test_chat_burst_is_grouped_into_one_message(
     assert (await dispatcher.deliver_due("ding"))[0] == 12
     assert len(receiver.requests) == 1
     assert receiver.json_bodies()[0]["markdown"]["title"] == "12 invocations of transcode: failed"
-    store.close()
+    await store.close()
 
 
 async def test_robot_rate_window_holds_batches(
     tmp_path: Path, receiver: Receiver, http_session: aiohttp.ClientSession
 ) -> None:
     """With max_per_minute 2, a third message waits for the window instead of failing."""
-    store = StateStore.open(tmp_path / "state.db")
+    store = await SqliteStore.open(tmp_path / "state.db")
     robot = build_sink(
         ADAPTER.validate_python(
             {
@@ -311,29 +311,29 @@ async def test_robot_rate_window_holds_batches(
         None,
     )
     receiver.default = (200, '{"errcode":0}', {})
-    commit_steps(store, "a", ["Failed"], ["wx"], 0)
-    commit_steps(store, "b", ["Failed"], ["wx"], 0)
-    commit_steps(store, "c", ["Failed"], ["wx"], 0)
+    await commit_steps(store, "a", ["Failed"], ["wx"], 0)
+    await commit_steps(store, "b", ["Failed"], ["wx"], 0)
+    await commit_steps(store, "c", ["Failed"], ["wx"], 0)
     dispatcher = Dispatcher(store, {"wx": robot})
     handled, wait_ms = await dispatcher.deliver_due("wx")
     assert handled == 2
     assert wait_ms is not None
     assert 55_000 < wait_ms <= 60_000
-    assert store.outbox_counts() == {"sent": 2, "pending": 1}
-    store.close()
+    assert await store.outbox_counts() == {"sent": 2, "pending": 1}
+    await store.close()
 
 
-def test_redeliver_command(tmp_path: Path, capsys: Any) -> None:
+async def test_redeliver_command(tmp_path: Path, capsys: Any) -> None:
     """`fc-watcher redeliver` queues dead letters again, beside a running daemon's lock;
     an unknown sink name is one clear line."""
     import json as json_module
 
     from watcher.cli import EXIT_USAGE, main
 
-    store = StateStore.open(tmp_path / "state.db")
-    (transition,) = commit_steps(store, "a", ["Failed"], ["hook"], 0)
-    (row,) = store.pending("hook", 10)
-    store.mark_dead([row.seq], 1, "HTTP 410: gone")
+    store = await SqliteStore.open(tmp_path / "state.db")
+    (transition,) = await commit_steps(store, "a", ["Failed"], ["hook"], 0)
+    (row,) = await store.pending("hook", 10)
+    await store.mark_dead([row.seq], 1, "HTTP 410: gone")
     config = tmp_path / "watcher.yaml"
     config.write_text(
         json_module.dumps(
@@ -348,11 +348,15 @@ def test_redeliver_command(tmp_path: Path, capsys: Any) -> None:
             }
         )
     )
-    assert main(["status", "-c", str(config)]) == 0
+    # The CLI runs its own event loop, as it does beside a running daemon: give it a thread.
+    assert await asyncio.to_thread(main, ["status", "-c", str(config)]) == 0
     assert "HTTP 410: gone" in capsys.readouterr().out
-    assert main(["redeliver", "-c", str(config), "--sink", "pager"]) == EXIT_USAGE
+    assert await asyncio.to_thread(main, ["redeliver", "-c", str(config), "--sink", "pager"]) == (
+        EXIT_USAGE
+    )
     assert "no sink is named 'pager'" in capsys.readouterr().err
-    assert main(["redeliver", "-c", str(config), "--id", transition.id]) == 0  # the lock is held
+    redeliver = ["redeliver", "-c", str(config), "--id", transition.id]
+    assert await asyncio.to_thread(main, redeliver) == 0  # the lock is held
     assert "1 dead letter(s) queued again" in capsys.readouterr().out
-    assert [r.transition_id for r in store.pending("hook", 10)] == [transition.id]
-    store.close()
+    assert [r.transition_id for r in await store.pending("hook", 10)] == [transition.id]
+    await store.close()

@@ -22,7 +22,7 @@ from watcher.engine.poll import PollOutcome
 from watcher.engine.scheduler import Scheduler, TokenBucket
 from watcher.fc.client import FcClient
 from watcher.fc.credentials import Credentials
-from watcher.store.sqlite import StateStore
+from watcher.store.sqlite import SqliteStore
 
 FN = FunctionRef(Api.FC2, "demo-function", "demo-service", "LATEST")
 WALL_BASE_MS = 1_795_680_000_000
@@ -49,7 +49,7 @@ class Harness:
     def __init__(
         self,
         scheduler: Scheduler,
-        store: StateStore,
+        store: SqliteStore,
         clock: FakeClock,
         emu: RunningEmulator,
         client: FcClient,
@@ -71,8 +71,8 @@ class Harness:
         self.advance(wait)
         return await self.scheduler.poll_due()
 
-    def types(self) -> list[str]:
-        return [t.type.value for t in self.store.transitions()]
+    async def types(self) -> list[str]:
+        return [t.type.value for t in await self.store.transitions()]
 
 
 MakeHarness = Callable[..., Any]
@@ -82,7 +82,7 @@ MakeHarness = Callable[..., Any]
 async def harness(
     start_emulator: EmulatorFactory, http_session: aiohttp.ClientSession, tmp_path: Path
 ) -> AsyncIterator[MakeHarness]:
-    stores: list[StateStore] = []
+    stores: list[SqliteStore] = []
 
     async def make(
         invocations: list[dict[str, Any]],
@@ -93,7 +93,7 @@ async def harness(
         **poll: Any,
     ) -> Harness:
         emu = await start_emulator(invocations=invocations, faults=faults or [])
-        store = StateStore.open(tmp_path / f"state-{len(stores)}.db")
+        store = await SqliteStore.open(tmp_path / f"state-{len(stores)}.db")
         stores.append(store)
         clock = FakeClock(emu.emulator.app.epoch_ms)  # FC timestamps and ours agree
         settings = PollSettings(**{"interval_s": 10, "max_interval_s": 60, "jitter": 0, **poll})
@@ -104,7 +104,7 @@ async def harness(
         client = make_client(http_session, emu.url, credentials=credentials)
         scheduler = Scheduler(
             tracked,
-            store.load_snapshots(),
+            await store.load_snapshots(),
             client=client,
             store=store,
             router=LOG_ONLY,
@@ -116,7 +116,7 @@ async def harness(
 
     yield make
     for store in stores:
-        store.close()
+        await store.close()
 
 
 RUNNING = [{"at_s": 0, "status": "Running"}]
@@ -160,7 +160,7 @@ async def test_interval_backs_off_while_unchanged_and_resets_on_change(
     h.advance(300 - h.clock.now_s)
     await h.scheduler.poll_due()
     assert h.scheduler.active_count == 0  # terminal with its final event: polled no more
-    assert h.types()[-1] == TransitionType.STATUS_CHANGED.value
+    assert (await h.types())[-1] == TransitionType.STATUS_CHANGED.value
 
 
 async def test_throttling_backs_off_at_least_retry_after(harness: MakeHarness) -> None:
@@ -210,10 +210,10 @@ async def test_poll_failing_once_then_recovered(harness: MakeHarness) -> None:
     h.advance(5)
     for _ in range(8):
         await h.step()
-    assert h.types().count(TransitionType.POLL_FAILING.value) == 1
+    assert (await h.types()).count(TransitionType.POLL_FAILING.value) == 1
     h.advance(200 - h.clock.now_s)
     await h.step()
-    assert h.types()[-1] == TransitionType.POLL_RECOVERED.value
+    assert (await h.types())[-1] == TransitionType.POLL_RECOVERED.value
 
 
 async def test_not_found_grace_report_then_slow_then_forget(harness: MakeHarness) -> None:
@@ -225,14 +225,14 @@ async def test_not_found_grace_report_then_slow_then_forget(harness: MakeHarness
     )
     for _ in range(2):
         await h.step()
-    assert h.types() == []
+    assert await h.types() == []
     await h.step()
-    assert h.types() == [TransitionType.NOT_FOUND.value]
+    assert await h.types() == [TransitionType.NOT_FOUND.value]
     assert h.scheduler.next_due_in_s() == pytest.approx(60)  # slow after reporting
     while h.scheduler.active_count:
         await h.step()
     assert h.clock.now_s > 1000
-    assert h.types() == [TransitionType.NOT_FOUND.value]
+    assert await h.types() == [TransitionType.NOT_FOUND.value]
 
 
 async def test_a_late_invocation_is_still_caught(harness: MakeHarness) -> None:
@@ -243,7 +243,7 @@ async def test_a_late_invocation_is_still_caught(harness: MakeHarness) -> None:
     )
     while h.scheduler.active_count:
         await h.step()
-    assert h.types() == [
+    assert await h.types() == [
         TransitionType.NOT_FOUND.value,
         TransitionType.EVENT.value,
         TransitionType.STATUS_CHANGED.value,
@@ -274,7 +274,7 @@ async def test_a_poll_that_crashes_is_logged_and_the_invocation_kept(
     assert [entry["invocation_id"] for entry in crashed] == ["job-1"]
     assert "RuntimeError: bug in the poll path" in crashed[0]["error"]
     # The second poll is the first sighting: no poll_failing for a single failed poll.
-    assert h.types() == [TransitionType.EVENT.value, TransitionType.STATUS_CHANGED.value]
+    assert await h.types() == [TransitionType.EVENT.value, TransitionType.STATUS_CHANGED.value]
 
 
 async def test_auth_failure_is_reported_once(harness: MakeHarness) -> None:
@@ -288,18 +288,18 @@ async def test_auth_failure_is_reported_once(harness: MakeHarness) -> None:
             await h.step()
     assert [entry["event"] for entry in logs].count("fc_auth_failed") == 1
     assert "wrong-secret" not in repr(logs)
-    assert h.types() == []
+    assert await h.types() == []
 
 
 async def test_unchanged_poll_writes_nothing(harness: MakeHarness, tmp_path: Path) -> None:
     """After the first poll, identical bodies touch neither the DB nor its WAL."""
     h = await harness([{"id": "job-1", "timeline": RUNNING}])
     await h.scheduler.poll_due()
-    changes = h.store._db.total_changes
+    changes = await h.store.total_changes()
     files = {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in tmp_path.glob("state-0.db*")}
     for _ in range(5):
         assert await h.step() == [PollOutcome.UNCHANGED]
-    assert h.store._db.total_changes == changes
+    assert await h.store.total_changes() == changes
     assert {
         p: (p.stat().st_size, p.stat().st_mtime_ns) for p in tmp_path.glob("state-0.db*")
     } == files
@@ -331,7 +331,7 @@ async def test_run_when_behind_keeps_the_cap_and_serves_overdue_polls_in_due_ord
         faults=[{"kind": "latency", "latency_ms": 20}],
     )
     lags_s: list[float] = []
-    store = StateStore.open(tmp_path / "state.db")
+    store = await SqliteStore.open(tmp_path / "state.db")
     scheduler = Scheduler(
         [Tracked(ref=InvocationRef(FN, i), labels={}) for i in ids],
         {},
@@ -345,7 +345,7 @@ async def test_run_when_behind_keeps_the_cap_and_serves_overdue_polls_in_due_ord
     stop = asyncio.Event()
     asyncio.get_running_loop().call_later(1.5, stop.set)
     await scheduler.run(stop)
-    store.close()
+    await store.close()
 
     assert emu.stats["max_inflight"] == 4
     counts = [emu.stats[f"requests:{i}"] for i in ids]
@@ -380,7 +380,7 @@ async def test_restart_resumes_from_the_store(harness: MakeHarness, tmp_path: Pa
     await h.scheduler.poll_due()
     again = Scheduler(
         [Tracked(ref=InvocationRef(FN, i), labels={}) for i in ("done-1", "run-1")],
-        h.store.load_snapshots(),
+        await h.store.load_snapshots(),
         client=h.client,
         store=h.store,
         router=LOG_ONLY,
@@ -399,4 +399,4 @@ async def test_stuck_invocation_is_reported_and_reminded(harness: MakeHarness) -
     )
     while h.clock.now_s < 620:
         await h.step()
-    assert h.types().count(TransitionType.STUCK.value) == 3  # at ~100 s, ~300 s and ~500 s
+    assert (await h.types()).count(TransitionType.STUCK.value) == 3  # at ~100 s, ~300 s and ~500 s

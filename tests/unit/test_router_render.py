@@ -173,7 +173,7 @@ def test_group_summary() -> None:
 def test_select_heads_and_select_due_keep_per_invocation_order() -> None:
     """Single-row sinks send each invocation's head row only; batches stop behind a waiting row."""
     from watcher.delivery.dispatcher import select_due, select_heads
-    from watcher.store.sqlite import OutboxRow
+    from watcher.store.records import OutboxRow
 
     def row(seq: int, key: str, due_ms: int) -> OutboxRow:
         return OutboxRow(seq, f"tr_{seq}", key, 0, due_ms, 0)

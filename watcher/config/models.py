@@ -98,9 +98,11 @@ class FcSettings(_Section):
 
 
 class StateSettings(_Section):
-    """Where durable state lives."""
+    """Where durable state lives, and for how long finished invocations are kept."""
 
     path: Path
+    retention_days: float = Field(default=30.0, gt=0)
+    """Finished invocations unchanged for this long are pruned, with their delivered rows."""
 
 
 class PollSettings(_Section):

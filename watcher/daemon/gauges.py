@@ -1,4 +1,5 @@
-"""Gauges read at scrape time from the scheduler and the store, so they can never drift."""
+"""Gauges read at scrape time from the scheduler and the store's backlog cache, so they never
+drift and a scrape never touches the database."""
 
 from __future__ import annotations
 
@@ -9,14 +10,14 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from watcher.store.sqlite import StateStore
+from watcher.store.protocols import StatusReader
 
 
 class StateCollector(Collector):
     """Gauges read at scrape time."""
 
     def __init__(
-        self, statuses: Callable[[], Counter[str]], store: Callable[[], StateStore | None]
+        self, statuses: Callable[[], Counter[str]], store: Callable[[], StatusReader | None]
     ) -> None:
         self._statuses = statuses
         self._store = store
@@ -41,7 +42,7 @@ class StateCollector(Collector):
             "fc_watcher_dead_letters", "Dead-lettered deliveries", labels=["sink"]
         )
         now_ms = int(time.time() * 1000)
-        for row in store.outbox_by_sink():
+        for row in store.cached_backlog():  # memory, not the DB: a scrape costs nothing
             depth.add_metric([row.sink], row.pending)
             oldest.add_metric(
                 [row.sink], max(0, now_ms - row.oldest_created_ms) / 1000 if row.pending else 0

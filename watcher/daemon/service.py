@@ -39,7 +39,9 @@ from watcher.fc.credentials import (
     StaticCredentialSource,
 )
 from watcher.fc.endpoint import resolve_endpoint
-from watcher.store.sqlite import StateStore
+from watcher.store.protocols import StateStore
+from watcher.store.retention import run_retention
+from watcher.store.sqlite import SqliteStore
 from watcher.telemetry.metrics import Metrics
 
 _log = structlog.get_logger("watcher.service")
@@ -155,8 +157,8 @@ class Watcher:
         """Open everything; raises ``StateStoreError`` early, before any poll."""
         config = self.config
         warn_if_secrets_exposed(self._loaded)
-        self._store = StateStore.open(config.state.path)
-        snapshots = self._store.load_snapshots()
+        self._store = await SqliteStore.open(config.state.path)
+        snapshots = await self._store.load_snapshots()
         # No pool-wide connection cap: the scheduler bounds FC requests (and follows a reload),
         # each sink bounds its own; a cap fixed here would hold a raised concurrency back and
         # make webhooks queue behind polls.
@@ -218,7 +220,9 @@ class Watcher:
     def status_line(self) -> str:
         """One line for systemd's STATUS=."""
         counts = self._status_counts()
-        pending = self._store.outbox_counts().get("pending", 0) if self._store else 0
+        # From the store's cache: a STATUS line every watchdog period must not scan the DB.
+        backlog = self._store.cached_backlog() if self._store else ()
+        pending = sum(row.pending for row in backlog)
         return (
             f"tracking {sum(counts.values())} invocations, {counts.get('Failed', 0)} failed, "
             f"outbox {pending}"
@@ -253,6 +257,16 @@ class Watcher:
             group.create_task(self._dispatcher.run(stop), name="outbox")
             group.create_task(self.notifier.watchdog(stop, self.status_line), name="watchdog")
             group.create_task(self._reloads(stop), name="reloads")
+            group.create_task(
+                run_retention(
+                    self.store,
+                    retention_days=self.config.state.retention_days,
+                    protected_keys=lambda: self.scheduler.snapshots().keys(),
+                    clock=self._clock,
+                    stop=stop,
+                ),
+                name="retention",
+            )
         self.notifier.stopping()
 
     async def _reloads(self, stop: asyncio.Event) -> None:
@@ -277,16 +291,16 @@ class Watcher:
             )
             self.notifier.ready(self.status_line())
             return False
-        self._apply(loaded)
+        await self._apply(loaded)
         self.notifier.ready(self.status_line())
         return True
 
-    def _apply(self, loaded: LoadedConfig) -> None:
+    async def _apply(self, loaded: LoadedConfig) -> None:
         old, new = self.config, loaded.config
         assert self._dispatcher is not None
         assert self._session is not None
-        if new.state.path != old.state.path:
-            _log.warning("reload_ignored", setting="state.path", reason="needs a restart")
+        if new.state != old.state:
+            _log.warning("reload_ignored", setting="state", reason="needs a restart")
         if new.http != old.http:
             _log.warning("reload_ignored", setting="http", reason="needs a restart")
         warn_if_secrets_exposed(loaded)
@@ -310,7 +324,7 @@ class Watcher:
             scheduler.set_client(self._client(new))
         scheduler.set_router(_router(new))
         scheduler.set_settings(new.poll)
-        scheduler.replace_tracked(loaded.tracked, self.store.load_snapshots())
+        scheduler.replace_tracked(loaded.tracked, await self.store.load_snapshots())
         self._loaded = loaded
         _log.info(
             "config_reloaded",
@@ -341,12 +355,12 @@ class Watcher:
         if self._http is not None:
             await self._http.stop()
         if self._scheduler is not None and self._store is not None:
-            self._store.record_polled(self._scheduler.last_polled_ms())
+            await self._store.record_polled(self._scheduler.last_polled_ms())
         for sink in self._sinks.values():
             await sink.close()
         if self._session is not None:
             await self._session.close()
         if self._store is not None:
-            self._store.close()
+            await self._store.close()
         self.notifier.close()
         _log.info("watcher_stopped")

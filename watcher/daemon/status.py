@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from watcher.store.sqlite import InvocationRow, StateStore
+from watcher.store.records import DeadLetter, InvocationRow
+from watcher.store.sqlite import SqliteStore
 
 
 def _age(ms: int, now_ms: int) -> str:
@@ -44,27 +45,35 @@ def _row_dict(row: InvocationRow) -> dict[str, Any]:
     }
 
 
-def render_status(path: Path, *, as_json: bool, now_ms: int | None = None) -> str:
+def _dead_dict(letter: DeadLetter) -> dict[str, Any]:
+    return {
+        "sink": letter.sink,
+        "transitionId": letter.transition_id,
+        "type": letter.type,
+        "invocation": letter.invocation_key,
+        "attempts": letter.attempts,
+        "error": letter.last_error,
+        "deadMs": letter.dead_ms,
+    }
+
+
+async def _read(
+    path: Path,
+) -> tuple[list[dict[str, Any]], dict[str, int], list[dict[str, Any]]]:
+    store = await SqliteStore.open(path, readonly=True)
+    try:
+        rows = [_row_dict(row) for row in await store.invocation_rows()]
+        outbox = await store.outbox_counts()
+        dead = [_dead_dict(letter) for letter in await store.dead_letters()]
+    finally:
+        await store.close()
+    return rows, outbox, dead
+
+
+async def render_status(path: Path, *, as_json: bool, now_ms: int | None = None) -> str:
     """The status report for the state DB at ``path``."""
     now = int(time.time() * 1000) if now_ms is None else now_ms
-    store = StateStore.open(path, readonly=True)
-    try:
-        rows = [_row_dict(row) for row in store.invocation_rows()]
-        outbox = store.outbox_counts()
-        dead = [
-            {
-                "sink": letter.sink,
-                "transitionId": letter.transition_id,
-                "type": letter.type,
-                "invocation": letter.invocation_key,
-                "attempts": letter.attempts,
-                "error": letter.last_error,
-                "deadMs": letter.dead_ms,
-            }
-            for letter in store.dead_letters()
-        ]
-    finally:
-        store.close()
+    rows, outbox, dead = await _read(path)
     if as_json:
         return json.dumps({"invocations": rows, "outbox": outbox, "deadLetters": dead}, indent=2)
     header = ("INVOCATION", "STATUS", "LAST EVENT", "RETRIES", "LAST POLLED", "AGE")

@@ -19,7 +19,9 @@ import structlog
 
 from watcher.core.backoff import backoff_s
 from watcher.delivery.sinks import Outgoing, Sink, SinkError
-from watcher.store.sqlite import OutboxRow, StateStore, StateStoreError
+from watcher.store.errors import StateStoreError
+from watcher.store.protocols import OutboxStore
+from watcher.store.records import OutboxRow
 from watcher.telemetry.metrics import Metrics
 
 _log = structlog.get_logger("watcher.outbox")
@@ -70,7 +72,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        store: StateStore,
+        store: OutboxStore,
         sinks: Mapping[str, Sink],
         policies: Mapping[str, DeliveryPolicy] | None = None,
         *,
@@ -104,7 +106,7 @@ class Dispatcher:
         handled = 0
         while True:
             now_ms = self._wall_ms()
-            rows = self._store.pending(sink_name, self._scan_limit)
+            rows = await self._store.pending(sink_name, self._scan_limit)
             if sink.max_in_flight > 1:
                 # One request per row: the head rows of several invocations go out at once
                 # (order is per invocation, so only one row of each is ever in flight).
@@ -131,14 +133,14 @@ class Dispatcher:
 
     async def _send(self, sink: Sink, batch: list[OutboxRow]) -> None:
         seqs = [row.seq for row in batch]
-        transitions = self._store.load_transitions([row.transition_id for row in batch])
+        transitions = await self._store.load_transitions([row.transition_id for row in batch])
         outgoing = [Outgoing(transitions[r.transition_id], r.severity, r.template) for r in batch]
         try:
             await sink.send(outgoing)
         except SinkError as exc:
-            self._failed(sink.name, batch, exc)
+            await self._failed(sink.name, batch, exc)
             return
-        self._store.mark_sent(seqs, self._wall_ms())
+        await self._store.mark_sent(seqs, self._wall_ms())
         self._count(sink.name, "sent", len(batch))
         _log.debug("delivered", sink=sink.name, count=len(batch))
 
@@ -146,14 +148,14 @@ class Dispatcher:
         if self._metrics is not None:
             self._metrics.deliveries.labels(sink_name, result).inc(amount)
 
-    def _failed(self, sink_name: str, batch: list[OutboxRow], error: SinkError) -> None:
+    async def _failed(self, sink_name: str, batch: list[OutboxRow], error: SinkError) -> None:
         policy = self._policies.get(sink_name, DeliveryPolicy())
         now_ms = self._wall_ms()
         reason = str(error)
         for row in batch:
             too_old = now_ms - row.created_ms > policy.max_age_s * 1000
             if not error.retryable or too_old:
-                self._store.mark_dead([row.seq], now_ms, reason)
+                await self._store.mark_dead([row.seq], now_ms, reason)
                 self._count(sink_name, "dead")
                 _log.error(
                     "delivery_dead",
@@ -171,7 +173,7 @@ class Dispatcher:
                 rng=self._rng,
                 retry_after_s=error.retry_after_s,
             )
-            self._store.mark_retry([row.seq], now_ms + int(delay_s * 1000), reason)
+            await self._store.mark_retry([row.seq], now_ms + int(delay_s * 1000), reason)
             self._count(sink_name, "retry")
             _log.warning(
                 "delivery_retrying",

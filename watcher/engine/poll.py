@@ -25,7 +25,8 @@ from watcher.core.model import Snapshot, Transition
 from watcher.core.route import Target
 from watcher.fc.errors import AuthError, FcError, NotFoundError, ThrottledError
 from watcher.fc.models import parse_invocation
-from watcher.store.sqlite import StateStore, StateStoreError
+from watcher.store.errors import StateStoreError
+from watcher.store.protocols import PollStore
 from watcher.telemetry.metrics import Metrics
 
 _log = structlog.get_logger("watcher.poll")
@@ -91,7 +92,7 @@ class Poller:
         self,
         *,
         client: InvocationSource,
-        store: StateStore,
+        store: PollStore,
         router: Router,
         settings: PollSettings,
         clock: Clock,
@@ -112,7 +113,7 @@ class Poller:
         asked for (Retry-After) if it throttled."""
         outcome, retry_after_s = await self._fetch_and_commit(state)
         if outcome in (PollOutcome.CHANGED, PollOutcome.UNCHANGED):
-            self._check_stuck(state)
+            await self._check_stuck(state)
         return outcome, retry_after_s
 
     async def _fetch_and_commit(self, state: PollState) -> tuple[PollOutcome, float | None]:
@@ -142,7 +143,7 @@ class Poller:
                 labels=state.labels,
             )
             return (
-                PollOutcome.NOT_FOUND if self._commit(state, result) else PollOutcome.FAILED
+                PollOutcome.NOT_FOUND if await self._commit(state, result) else PollOutcome.FAILED
             ), None
         except AuthError as exc:
             self._auth_failed(exc)
@@ -159,7 +160,7 @@ class Poller:
                 detail=f"{type(exc).__name__}: {exc}",
                 labels=state.labels,
             )
-            self._commit(state, result)
+            await self._commit(state, result)
             retry_after = exc.retry_after_s if isinstance(exc, ThrottledError) else None
             return PollOutcome.FAILED, retry_after
         self._auth_ok()
@@ -170,14 +171,14 @@ class Poller:
             observed_ms=self._clock.wall_ms(),
             labels=state.labels,
         )
-        if not self._commit(state, result):
+        if not await self._commit(state, result):
             return PollOutcome.FAILED, None
         state.digest = digest
         state.failures = 0
         state.terminal_polls = state.terminal_polls + 1 if invocation.is_terminal else 0
         return (PollOutcome.CHANGED if result.transitions else PollOutcome.UNCHANGED), None
 
-    def _check_stuck(self, state: PollState) -> None:
+    async def _check_stuck(self, state: PollState) -> None:
         # Runs on unchanged polls too: being stuck is precisely nothing changing.
         if state.stuck_after_s is None:
             return
@@ -190,15 +191,15 @@ class Poller:
             labels=state.labels,
         )
         if result.changed:
-            self._commit(state, result)
+            await self._commit(state, result)
 
-    def _commit(self, state: PollState, result: decide.DiffResult) -> bool:
+    async def _commit(self, state: PollState, result: decide.DiffResult) -> bool:
         """Persist a decision; on success adopt its snapshot. False if the store failed."""
         if not result.changed:
             state.snapshot = result.snapshot
             return True
         try:
-            fresh = self._store.commit(
+            fresh = await self._store.commit(
                 state.ref,
                 result.snapshot,
                 transitions=result.transitions,

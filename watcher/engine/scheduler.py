@@ -30,7 +30,7 @@ from watcher.engine.poll import (
     Router,
     is_finished,
 )
-from watcher.store.sqlite import StateStore
+from watcher.store.protocols import PollStore
 from watcher.telemetry.metrics import Metrics
 
 _log = structlog.get_logger("watcher.scheduler")
@@ -64,7 +64,7 @@ class Scheduler:
         snapshots: Mapping[str, Snapshot],
         *,
         client: InvocationSource,
-        store: StateStore,
+        store: PollStore,
         router: Router,
         settings: PollSettings,
         on_commit: Callable[[], None] = lambda: None,

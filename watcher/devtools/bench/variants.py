@@ -41,7 +41,7 @@ from watcher.fc.credentials import Credentials, StaticCredentialSource
 from watcher.fc.endpoint import resolve_endpoint
 from watcher.fc.requests import Operation, request_base, sign
 from watcher.fc.signing import SignatureScheme
-from watcher.store.sqlite import StateStore
+from watcher.store.sqlite import SqliteStore
 from watcher.telemetry.metrics import Metrics
 
 Params = dict[str, Any]
@@ -162,7 +162,7 @@ async def run_watcher(params: Params) -> Params:
     )
     lags: list[float] = []
     with tempfile.TemporaryDirectory(prefix="fc-watcher-bench-") as scratch:
-        store = StateStore.open(Path(scratch) / "state.db")
+        store = await SqliteStore.open(Path(scratch) / "state.db")
         connector = aiohttp.TCPConnector(limit=settings.concurrency)
         async with aiohttp.ClientSession(connector=connector) as session:
             client = FcClient(
@@ -200,7 +200,7 @@ async def run_watcher(params: Params) -> Params:
             result = await _measure(params, warm_up, run)
             result["db_changed_during_unchanged_polls"] = _file_state(Path(scratch)) != files
             result["unchanged_polls"] = scheduler.outcomes[PollOutcome.UNCHANGED]
-        store.close()
+        await store.close()
     lags.sort()
     if lags:
         result["lag_p50_ms"] = lags[len(lags) // 2] * 1000
@@ -300,7 +300,7 @@ async def run_delivery(params: Params) -> Params:
     hook_url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
     settings = PollSettings(interval_s=0.2, max_interval_s=0.2, jitter=0.1, concurrency=32)
     with tempfile.TemporaryDirectory(prefix="fc-watcher-bench-") as scratch:
-        store = StateStore.open(Path(scratch) / "state.db")
+        store = await SqliteStore.open(Path(scratch) / "state.db")
         async with aiohttp.ClientSession() as session:
             sink = WebhookSink(
                 WebhookSinkSettings.model_validate(
@@ -335,7 +335,7 @@ async def run_delivery(params: Params) -> Params:
                 await asyncio.wait_for(all_in.wait(), timeout=float(params["duration_s"]))
             stop.set()
             await asyncio.gather(*tasks)
-        store.close()
+        await store.close()
     await runner.cleanup()
     latencies_ms.sort()
     count = len(latencies_ms)

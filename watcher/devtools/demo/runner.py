@@ -96,14 +96,14 @@ def _write_config(directory: Path, emulator_url: str, receiver_url: str) -> Path
     return path
 
 
-def _done(watcher: Watcher, receiver: DemoReceiver) -> bool:
-    kinds = Counter(t.type.value for t in watcher.store.transitions())
+async def _done(watcher: Watcher, receiver: DemoReceiver) -> bool:
+    kinds = Counter(t.type.value for t in await watcher.store.transitions())
     finals = {
         key.rsplit("/", 1)[1]: snapshot.status if snapshot else None
         for key, snapshot in watcher.scheduler.snapshots().items()
     }
     delivered = {p["data"]["id"] for p in receiver.verified}
-    routed = watcher.store.outbox_counts().get("pending", 0)
+    routed = (await watcher.store.outbox_counts()).get("pending", 0)
     return (
         all(finals.get(i) == s for i, s in EXPECTED.items())
         and kinds["invocation.stuck"] >= 1
@@ -113,8 +113,8 @@ def _done(watcher: Watcher, receiver: DemoReceiver) -> bool:
     )
 
 
-def _summary(watcher: Watcher, receiver: DemoReceiver, elapsed_s: float) -> list[str]:
-    transitions = watcher.store.transitions()
+async def _summary(watcher: Watcher, receiver: DemoReceiver, elapsed_s: float) -> list[str]:
+    transitions = await watcher.store.transitions()
     kinds = Counter(t.type.value for t in transitions)
     lines = [
         "",
@@ -157,12 +157,12 @@ async def run_demo(*, log_format: LogFormat = "auto") -> int:
             ok = False
             while time.monotonic() - started < DEADLINE_S:
                 await asyncio.sleep(0.25)
-                if _done(watcher, receiver):
+                if await _done(watcher, receiver):
                     ok = True
                     break
             stop.set()
             await task
-            lines = _summary(watcher, receiver, time.monotonic() - started)
+            lines = await _summary(watcher, receiver, time.monotonic() - started)
             await watcher.shutdown()
     await receiver.stop()
     print("\n".join(lines))

@@ -1,0 +1,98 @@
+"""What each layer needs of the state store, as protocols.
+
+The engine commits polls, delivery works the outbox, the daemon reads for status, metrics and
+retention. Each depends on the narrow protocol it uses, so a second backend only has to meet
+these, and tests can see what a layer touches. Every method that reads or writes the database
+is a coroutine: the work runs off the event loop, so a slow or locked database never stalls
+polls or watchdog pings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import Protocol
+
+from watcher.core.invocation import InvocationRef
+from watcher.core.model import Snapshot, Transition
+from watcher.core.route import Target
+from watcher.store.records import DeadLetter, InvocationRow, OutboxRow, Pruned, SinkBacklog
+
+
+class PollStore(Protocol):
+    """What one poll writes: the snapshot, its transitions and their outbox rows, at once."""
+
+    async def commit(
+        self,
+        ref: InvocationRef,
+        snapshot: Snapshot,
+        *,
+        transitions: Sequence[Transition],
+        routes: Mapping[str, Sequence[Target]],
+        now_ms: int,
+    ) -> list[Transition]:
+        """Write all of it in one transaction; return the transitions that were new."""
+        ...
+
+
+class SnapshotStore(Protocol):
+    """The last known state of every invocation, read at start and on reload."""
+
+    async def load_snapshots(self) -> dict[str, Snapshot]: ...
+
+    async def record_polled(self, last_polled_ms: Mapping[str, int]) -> None: ...
+
+
+class OutboxStore(Protocol):
+    """The delivery queue: one row per transition and sink, until sent or dead."""
+
+    async def pending(self, sink: str, limit: int) -> list[OutboxRow]: ...
+
+    async def load_transitions(self, ids: Sequence[str]) -> dict[str, Transition]: ...
+
+    async def mark_sent(self, seqs: Iterable[int], now_ms: int) -> None: ...
+
+    async def mark_retry(self, seqs: Iterable[int], next_attempt_ms: int, error: str) -> None: ...
+
+    async def mark_dead(self, seqs: Iterable[int], now_ms: int, error: str) -> None: ...
+
+
+class StatusReader(Protocol):
+    """What ``status``, ``redeliver``, metrics and the watchdog read."""
+
+    async def invocation_rows(self) -> list[InvocationRow]: ...
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]: ...
+
+    async def outbox_by_sink(self) -> list[SinkBacklog]: ...
+
+    async def outbox_counts(self) -> dict[str, int]: ...
+
+    async def transitions(self) -> list[Transition]: ...
+
+    async def redeliver(
+        self, *, sink: str | None, transition_id: str | None, now_ms: int
+    ) -> int: ...
+
+    def cached_backlog(self) -> Sequence[SinkBacklog]:
+        """The backlog as of the store's last read or write: no database access, so a
+        metrics scrape or a watchdog STATUS costs nothing however large the outbox."""
+        ...
+
+
+class Prunable(Protocol):
+    """Retention: old finished invocations go, with their delivered rows."""
+
+    async def prune(
+        self,
+        *,
+        changed_before_ms: int,
+        protected_keys: Collection[str],
+        after_key: str | None,
+        batch: int,
+    ) -> Pruned: ...
+
+
+class StateStore(PollStore, SnapshotStore, OutboxStore, StatusReader, Prunable, Protocol):
+    """Everything: what the daemon opens and hands out by the narrow protocols above."""
+
+    async def close(self) -> None: ...

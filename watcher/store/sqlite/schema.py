@@ -1,0 +1,124 @@
+"""The SQLite schema, versioned with ``PRAGMA user_version`` and migrated forward on open.
+
+Tables: ``invocations`` (the last snapshot of each), ``transitions`` (the log, keyed by the
+deterministic transition id), ``outbox`` (one row per transition and sink) and, from version
+4, ``outbox_counts`` (rows per sink and state, kept by triggers so that counting the backlog
+never scans the outbox).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from watcher.store.errors import StateStoreError
+
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # Version 1: snapshots, the transition log and the outbox.
+    (
+        """CREATE TABLE invocations (
+            key TEXT PRIMARY KEY,
+            api TEXT NOT NULL, service TEXT, function TEXT NOT NULL, qualifier TEXT,
+            invocation_id TEXT NOT NULL,
+            status TEXT, already_retried_times INTEGER NOT NULL DEFAULT 0,
+            status_changes INTEGER NOT NULL DEFAULT 0,
+            event_high_water INTEGER NOT NULL DEFAULT 0,
+            started_ms INTEGER NOT NULL DEFAULT 0, end_ms INTEGER NOT NULL DEFAULT 0,
+            error_message TEXT NOT NULL DEFAULT '',
+            last_event_status TEXT NOT NULL DEFAULT '', last_event_ms INTEGER NOT NULL DEFAULT 0,
+            not_found_count INTEGER NOT NULL DEFAULT 0,
+            not_found_reported INTEGER NOT NULL DEFAULT 0,
+            first_not_found_ms INTEGER NOT NULL DEFAULT 0,
+            failing_episode INTEGER NOT NULL DEFAULT 0, failing INTEGER NOT NULL DEFAULT 0,
+            changed_ms INTEGER NOT NULL DEFAULT 0,
+            last_polled_ms INTEGER NOT NULL DEFAULT 0
+        )""",
+        """CREATE TABLE transitions (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            invocation_key TEXT NOT NULL,
+            type TEXT NOT NULL,
+            observed_ms INTEGER NOT NULL,
+            data TEXT NOT NULL
+        )""",
+        "CREATE INDEX transitions_by_invocation ON transitions (invocation_key, seq)",
+        """CREATE TABLE outbox (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            transition_id TEXT NOT NULL REFERENCES transitions (id),
+            invocation_key TEXT NOT NULL,
+            sink TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'sent', 'dead')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_ms INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT NOT NULL DEFAULT '',
+            created_ms INTEGER NOT NULL,
+            done_ms INTEGER NOT NULL DEFAULT 0,
+            UNIQUE (transition_id, sink)
+        )""",
+        "CREATE INDEX outbox_pending ON outbox (sink, state, seq)",
+    ),
+    # Version 2: how a route wants a delivery presented.
+    (
+        "ALTER TABLE outbox ADD COLUMN severity TEXT NOT NULL DEFAULT 'info'",
+        "ALTER TABLE outbox ADD COLUMN template TEXT",
+    ),
+    # Version 3: stuck detection.
+    (
+        "ALTER TABLE invocations ADD COLUMN status_since_ms INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE invocations ADD COLUMN stuck_reported INTEGER NOT NULL DEFAULT 0",
+    ),
+    # Version 4: backlog counts without scans, and the indexes retention deletes by.
+    # Triggers (not the daemon) keep the counts, so a ``redeliver`` run from another process
+    # keeps them right too.
+    (
+        """CREATE TABLE outbox_counts (
+            sink TEXT NOT NULL, state TEXT NOT NULL, rows INTEGER NOT NULL,
+            PRIMARY KEY (sink, state)
+        ) WITHOUT ROWID""",
+        "INSERT INTO outbox_counts SELECT sink, state, COUNT(*) FROM outbox GROUP BY sink, state",
+        """CREATE TRIGGER outbox_counts_insert AFTER INSERT ON outbox BEGIN
+            INSERT INTO outbox_counts VALUES (new.sink, new.state, 1)
+            ON CONFLICT (sink, state) DO UPDATE SET rows = rows + 1;
+        END""",
+        """CREATE TRIGGER outbox_counts_delete AFTER DELETE ON outbox BEGIN
+            UPDATE outbox_counts SET rows = rows - 1 WHERE sink = old.sink AND state = old.state;
+        END""",
+        """CREATE TRIGGER outbox_counts_update AFTER UPDATE OF state ON outbox
+        WHEN old.state != new.state BEGIN
+            UPDATE outbox_counts SET rows = rows - 1 WHERE sink = old.sink AND state = old.state;
+            INSERT INTO outbox_counts VALUES (new.sink, new.state, 1)
+            ON CONFLICT (sink, state) DO UPDATE SET rows = rows + 1;
+        END""",
+        "CREATE INDEX outbox_oldest ON outbox (sink, state, created_ms)",
+        "CREATE INDEX outbox_by_invocation ON outbox (invocation_key)",
+        "CREATE INDEX invocations_by_change ON invocations (changed_ms)",
+    ),
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+def migrate(db: sqlite3.Connection, path: Path, *, readonly: bool) -> None:
+    """Bring the schema to ``SCHEMA_VERSION`` in one transaction, or refuse clearly."""
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        raise StateStoreError(
+            f"state DB {path} has schema version {version}, newer than this "
+            f"fc-watcher understands ({SCHEMA_VERSION}); upgrade fc-watcher"
+        )
+    if version == SCHEMA_VERSION:
+        return
+    if readonly:
+        raise StateStoreError(
+            f"state DB {path} has schema version {version}; run the watcher once to migrate it"
+        )
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for steps in _MIGRATIONS[version:]:
+            for statement in steps:
+                db.execute(statement)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
