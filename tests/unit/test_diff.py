@@ -31,7 +31,7 @@ def inv(status: str, retries: int = 0, events: list[tuple[int, str]] | None = No
 
 
 def kinds(transitions: tuple[Transition, ...]) -> list[tuple[str, Any, Any]]:
-    out = []
+    out: list[tuple[str, Any, Any]] = []
     for t in transitions:
         if t.type is TransitionType.EVENT:
             assert t.event is not None
@@ -296,6 +296,91 @@ def test_ids_are_stable_across_reruns_and_crashes(
                 transition.previous_status,
                 transition.event,
             )
+
+
+@settings(max_examples=200, deadline=None)
+@given(histories(), st.lists(st.sampled_from(["poll", "fail", "stuck"]), min_size=1, max_size=30))
+def test_no_id_repeats_across_failures_and_stuck_reminders(
+    history: tuple[list[Invocation], int], steps: list[str]
+) -> None:
+    """Polls interleaved with failing polls and stuck checks: every id once, every failing
+    episode recovered at most once, and every event still emitted exactly once."""
+    states, seed = history
+    polls = iter(_observe(states, seed))
+    snapshot: Snapshot | None = None
+    emitted: list[Transition] = []
+    for number, step in enumerate(steps):
+        if step == "poll":
+            poll = next(polls, states[-1])
+            result = decide.diff(snapshot, poll, ref=REF, observed_ms=number)
+        elif step == "fail":
+            result = decide.poll_failed(
+                snapshot,
+                ref=REF,
+                observed_ms=number,
+                consecutive_failures=3,
+                threshold=3,
+                detail="x",
+            )
+        else:
+            result = decide.stuck(
+                snapshot, ref=REF, now_ms=10_000_000 * number, stuck_after_s=1, repeat_s=5
+            )
+        emitted.extend(result.transitions)
+        snapshot = result.snapshot
+    for poll in polls:  # drain: the watcher keeps polling until it has seen the end
+        result = decide.diff(snapshot, poll, ref=REF, observed_ms=len(steps))
+        emitted.extend(result.transitions)
+        snapshot = result.snapshot
+    final = decide.diff(snapshot, states[-1], ref=REF, observed_ms=len(steps) + 1)
+    emitted.extend(final.transitions)
+    ids = [t.id for t in emitted]
+    assert len(ids) == len(set(ids))
+    event_ids = [t.event.event_id for t in emitted if t.event is not None]
+    assert event_ids == [event.event_id for event in states[-1].events]
+    failing = [t for t in emitted if t.type is TransitionType.POLL_FAILING]
+    recovered = [t for t in emitted if t.type is TransitionType.POLL_RECOVERED]
+    assert len(failing) - len(recovered) in (0, 1)
+    assert not final.snapshot.failing
+
+
+def test_transition_ids_are_pinned() -> None:
+    """Ids are persisted and are the idempotency key: the same facts must give these exact ids
+    forever, or an upgrade would deliver every alert again."""
+    recovering = Snapshot(
+        status="Running", failing=True, failing_episode=2, event_high_water=1, status_changes=4
+    )
+    result = decide.diff(
+        recovering, inv("Retrying", 1, [(1, "Running"), (2, "Retrying")]), ref=REF, observed_ms=5
+    )
+    never = decide.not_found(None, ref=REF, observed_ms=1, report_after=1)
+    seen = decide.not_found(Snapshot(status="Succeeded"), ref=REF, observed_ms=1, report_after=1)
+    failing = decide.poll_failed(
+        Snapshot(failing_episode=2),
+        ref=REF,
+        observed_ms=1,
+        consecutive_failures=3,
+        threshold=3,
+        detail="x",
+    )
+    stuck = decide.stuck(
+        Snapshot(status="Running", status_since_ms=1000, status_changes=3),
+        ref=REF,
+        now_ms=70_000,
+        stuck_after_s=60,
+        repeat_s=None,
+    )
+    transitions = [*result.transitions, *never.transitions, *seen.transitions]
+    transitions += [*failing.transitions, *stuck.transitions]
+    assert [(t.type.value, t.id) for t in transitions] == [
+        ("invocation.poll_recovered", "tr_15626ee33d97ef1f116441673155e7fb6e149be8"),
+        ("invocation.event", "tr_e264b1a1d22ef90177f4be0c1c906e23666a5578"),
+        ("invocation.status_changed", "tr_5fde8408b5668cb4167e8a1fa5935f83f7631166"),
+        ("invocation.not_found", "tr_4d2e1f9fa770ff49b076869f0d1b43873c046245"),
+        ("invocation.not_found", "tr_7fd6829069ef2451397de6bde3135158179ac0ce"),
+        ("invocation.poll_failing", "tr_92467ace1477dd1cedc41c4208d0ebe6408e6c1b"),
+        ("invocation.stuck", "tr_82b65b3747e834cf8b5ed850fa233cb6005c2804"),
+    ]
 
 
 def test_transition_round_trips_through_its_dict() -> None:

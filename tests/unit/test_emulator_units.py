@@ -1,15 +1,18 @@
-"""The emulator's pure parts: signature verification, fault planning, timelines, scenario files."""
+"""The emulator's pure parts: signatures, fault planning, timelines, listing, scenario files."""
 
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from watcher.core.invocation import Api, FunctionRef
-from watcher.devtools.emulator.auth import SignedRequest, verify
+from watcher.devtools.emulator.auth import Denial, SignedRequest, verify
 from watcher.devtools.emulator.faults import plan_faults
+from watcher.devtools.emulator.listing import ListQuery, list_page, parse_list_query
 from watcher.devtools.emulator.scenario import (
     AccessKey,
     FaultSpec,
@@ -59,18 +62,6 @@ def _signed(scheme: SignatureScheme, *, skew_s: float = 0.0) -> SignedRequest:
     )
 
 
-def _with(request: SignedRequest, **changes: object) -> SignedRequest:
-    fields = {
-        "method": request.method,
-        "raw_path": request.raw_path,
-        "query": request.query,
-        "headers": request.headers,
-        "body": request.body,
-    }
-    fields.update(changes)
-    return SignedRequest(**fields)  # type: ignore[arg-type]
-
-
 @pytest.mark.parametrize("scheme", list(SignatureScheme))
 def test_a_correct_signature_verifies(scheme: SignatureScheme) -> None:
     """A request signed by the client's signer passes."""
@@ -82,17 +73,17 @@ def test_tampering_is_detected(scheme: SignatureScheme) -> None:
     """Another path, a missing or altered Authorization, or another method is refused."""
     good = _signed(scheme)
     tampered = [
-        _with(good, raw_path=good.raw_path.replace("id-1", "id-2")),
-        _with(good, method="PUT"),
-        _with(good, headers={k: v for k, v in good.headers.items() if k != "authorization"}),
-        _with(
+        replace(good, raw_path=good.raw_path.replace("id-1", "id-2")),
+        replace(good, method="PUT"),
+        replace(good, headers={k: v for k, v in good.headers.items() if k != "authorization"}),
+        replace(
             good,
             headers={
                 **good.headers,
                 "authorization": [good.headers["authorization"][0][:-4] + "AAA="],
             },
         ),
-        _with(good, headers={**good.headers, "x-fc-account-id": ["2"]}),
+        replace(good, headers={**good.headers, "x-fc-account-id": ["2"]}),
     ]
     for request in tampered:
         denial = verify(request, KEYS, now_s=NOW_S, max_skew_s=900)
@@ -103,8 +94,8 @@ def test_tampering_is_detected(scheme: SignatureScheme) -> None:
 def test_acs3_refuses_an_unsigned_acs_header_and_a_body_hash_mismatch() -> None:
     """ACS3 requires every x-acs-* header to be signed and the body hash to match."""
     good = _signed(SignatureScheme.ACS3)
-    extra = _with(good, headers={**good.headers, "x-acs-extra": ["1"]})
-    body = _with(good, body=b"{}")
+    extra = replace(good, headers={**good.headers, "x-acs-extra": ["1"]})
+    body = replace(good, body=b"{}")
     for request in (extra, body):
         assert verify(request, KEYS, now_s=NOW_S, max_skew_s=900) is not None
 
@@ -175,17 +166,18 @@ def test_timeline_state_and_stop() -> None:
         ),
     )
 
-    def at(t: float, stopped: float | None = None) -> dict[str, object] | None:
+    def at(t: float, stopped: float | None = None) -> dict[str, Any] | None:
         return state_at(spec, t, epoch_ms=0, account_id="1", region="r", stopped_at_s=stopped)
 
     assert at(0.5) is None
-    assert at(1) is not None and at(1)["status"] == "Enqueued"  # type: ignore[index]
+    enqueued = at(1)
+    assert enqueued is not None and enqueued["status"] == "Enqueued"
     mid = at(5)
     assert mid is not None
     assert mid["status"] == "Running"
     assert mid["alreadyRetriedTimes"] == 1
     assert mid["invocationErrorMessage"] == "E1"
-    assert len(mid["events"]) == 3  # type: ignore[arg-type]
+    assert len(mid["events"]) == 3
     done = at(10)
     assert done is not None and done["endTime"] == 9000 and done["durationMs"] == 8000
     stopped = at(10, stopped=3)
@@ -196,7 +188,7 @@ def test_timeline_state_and_stop() -> None:
         "Running",
         "Stopping",
         "Stopped",
-    ]  # type: ignore[index, union-attr]
+    ]
 
 
 @pytest.mark.parametrize(
@@ -236,3 +228,57 @@ def test_bundled_scenarios_load() -> None:
     assert paths
     for path in paths:
         assert load_scenario(path).invocations
+
+
+@pytest.mark.parametrize(
+    ("api", "query", "expected"),
+    [
+        (Api.FC2, {}, (50, 0, "")),
+        (Api.FC3, {}, (20, 0, "")),
+        (Api.FC2, {"limit": "5", "nextToken": "10", "invocationIdPrefix": "a"}, (5, 10, "a")),
+        (Api.FC3, {"prefix": "b", "invocationIdPrefix": "a"}, (20, 0, "b")),
+        (Api.FC2, {"limit": "x"}, "a numeric parameter is malformed"),
+        (Api.FC2, {"limit": "0"}, "limit must be in [1, 100]"),
+        (Api.FC3, {"limit": "101"}, "limit must be in [1, 100]"),
+        (Api.FC2, {"nextToken": "-1"}, "limit must be in [1, 100]"),
+    ],
+)
+def test_list_query_defaults_and_refusals(
+    api: Api, query: dict[str, str], expected: tuple[int, int, str] | str
+) -> None:
+    """Each API has its own default page size and prefix parameter; bad numbers are a 400."""
+    parsed = parse_list_query(api, query)
+    if isinstance(expected, str):
+        assert isinstance(parsed, Denial)
+        assert (parsed.http_status, parsed.code, parsed.message) == (
+            400,
+            "InvalidArgument",
+            expected,
+        )
+    else:
+        assert isinstance(parsed, ListQuery)
+        assert (parsed.limit, parsed.offset, parsed.prefix) == expected
+
+
+def test_list_page_filters_sorts_pages_and_strips_payloads() -> None:
+    """Status and start-time filters, start order (or reversed), one page, the next offset."""
+    bodies = [
+        {"taskId": str(i), "status": s, "startedTime": t, "taskPayload": "p"}
+        for i, (s, t) in enumerate(
+            [("Running", 30), ("Failed", 10), ("Running", 20), ("Running", 5)]
+        )
+    ]
+    query = parse_list_query(Api.FC3, {"limit": "2", "status": "Running", "startedTimeBegin": "6"})
+    assert isinstance(query, ListQuery)
+    first = list_page(Api.FC3, query, [dict(b) for b in bodies])
+    assert [b["taskId"] for b in first["tasks"]] == ["2", "0"]
+    assert first["nextToken"] == ""
+    assert all("taskPayload" not in b for b in first["tasks"])
+    query = parse_list_query(
+        Api.FC2, {"limit": "1", "sortOrderByTime": "desc", "includePayload": "True"}
+    )
+    assert isinstance(query, ListQuery)
+    page = list_page(Api.FC2, query, [dict(b) for b in bodies])
+    assert [b["taskId"] for b in page["invocations"]] == ["0"]
+    assert page["invocations"][0]["taskPayload"] == "p"
+    assert page["nextToken"] == "1"

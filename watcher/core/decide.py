@@ -11,27 +11,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from watcher.core.invocation import Invocation, InvocationEvent, InvocationRef, Status
-from watcher.core.model import (
-    InvocationSummary,
-    Snapshot,
-    Transition,
-    TransitionType,
-    transition_id,
-)
+from watcher.core.model import InvocationSummary, Snapshot, Transition, TransitionType
+from watcher.core.outcome import DiffResult, make_transition, settle
 
-
-@dataclass(frozen=True, slots=True)
-class DiffResult:
-    """The next snapshot, and what happened between the two."""
-
-    snapshot: Snapshot
-    transitions: tuple[Transition, ...]
-    snapshot_changed: bool = False
-
-    @property
-    def changed(self) -> bool:
-        """Whether anything needs to be written."""
-        return bool(self.transitions) or self.snapshot_changed
+# DiffResult is part of this module's interface: callers write ``decide.DiffResult``.
+__all__ = [
+    "STUCK_STATUSES",
+    "DiffResult",
+    "diff",
+    "new_events",
+    "not_found",
+    "poll_failed",
+    "stuck",
+]
 
 
 def new_events(invocation: Invocation, high_water: int) -> list[InvocationEvent]:
@@ -58,68 +50,89 @@ def diff(
     a new id, while re-deriving the same change from the same snapshot gives the same id.
     """
     before = previous or Snapshot()
-    tags = dict(labels or {})
-    summary = InvocationSummary.of(current)
-    transitions: list[Transition] = []
-    if before.failing:
-        transitions.append(
-            Transition(
-                id=transition_id(ref, TransitionType.POLL_RECOVERED, before.failing_episode),
-                type=TransitionType.POLL_RECOVERED,
-                ref=ref,
-                observed_ms=observed_ms,
-                status=current.status,
-                invocation=summary,
-                labels=tags,
-            )
-        )
+    poll = _Poll(ref, observed_ms, current, InvocationSummary.of(current), labels)
     events = new_events(current, before.event_high_water)
-    for event in events:
-        transitions.append(
-            Transition(
-                id=transition_id(ref, TransitionType.EVENT, event.event_id),
-                type=TransitionType.EVENT,
-                ref=ref,
-                observed_ms=observed_ms,
-                status=current.status,
-                event=event,
-                invocation=summary,
-                labels=tags,
-            )
+    change = _status_change(before, poll)
+    # The order is part of the contract: recovery first, then events, then the status change.
+    transitions = [*_recovered(before, poll), *(_event(poll, event) for event in events)]
+    if change is not None:
+        transitions.append(change)
+    status_changes = before.status_changes + (0 if change is None else 1)
+    after = _after_poll(before, current, events, status_changes, observed_ms)
+    return settle(before, after, transitions, observed_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class _Poll:
+    """One successful poll: what every transition derived from it carries."""
+
+    ref: InvocationRef
+    observed_ms: int
+    current: Invocation
+    summary: InvocationSummary
+    labels: Mapping[str, str] | None
+
+    def transition(
+        self,
+        kind: TransitionType,
+        key: tuple[object, ...],
+        *,
+        previous_status: str | None = None,
+        event: InvocationEvent | None = None,
+    ) -> Transition:
+        return make_transition(
+            self.ref,
+            kind,
+            key,
+            observed_ms=self.observed_ms,
+            status=self.current.status,
+            previous_status=previous_status,
+            event=event,
+            invocation=self.summary,
+            labels=self.labels,
         )
-    status_changes = before.status_changes
-    if (before.status, before.already_retried_times) != (
+
+
+def _recovered(before: Snapshot, poll: _Poll) -> list[Transition]:
+    """A poll succeeded while ``poll_failing`` stood: close that episode (keyed by its number)."""
+    if not before.failing:
+        return []
+    return [poll.transition(TransitionType.POLL_RECOVERED, (before.failing_episode,))]
+
+
+def _event(poll: _Poll, event: InvocationEvent) -> Transition:
+    """One new FC event, keyed by its eventId alone: FC numbers events once per invocation."""
+    return poll.transition(TransitionType.EVENT, (event.event_id,), event=event)
+
+
+def _status_change(before: Snapshot, poll: _Poll) -> Transition | None:
+    """The status or the retry count moved; a retry within one status is a change too."""
+    current = poll.current
+    if (before.status, before.already_retried_times) == (
         current.status,
         current.already_retried_times,
     ):
-        status_changes += 1
-        transitions.append(
-            Transition(
-                id=transition_id(
-                    ref,
-                    TransitionType.STATUS_CHANGED,
-                    before.status,
-                    current.status,
-                    current.already_retried_times,
-                    status_changes,
-                ),
-                type=TransitionType.STATUS_CHANGED,
-                ref=ref,
-                observed_ms=observed_ms,
-                status=current.status,
-                previous_status=before.status,
-                invocation=summary,
-                labels=tags,
-            )
-        )
+        return None
+    key = (
+        before.status,
+        current.status,
+        current.already_retried_times,
+        before.status_changes + 1,
+    )
+    return poll.transition(TransitionType.STATUS_CHANGED, key, previous_status=before.status)
+
+
+def _after_poll(
+    before: Snapshot,
+    current: Invocation,
+    events: list[InvocationEvent],
+    status_changes: int,
+    observed_ms: int,
+) -> Snapshot:
+    """The snapshot after a successful poll: a success also ends not-found and failing."""
     last_event = events[-1] if events else None
-    status_since_ms = before.status_since_ms
-    stuck_reported = before.stuck_reported
-    if before.status != current.status:
-        matching = [e.timestamp_ms for e in current.events if e.status == current.status]
-        status_since_ms = max(matching) if matching and max(matching) > 0 else observed_ms
-        stuck_reported = 0
-    after = replace(
+    status_since_ms, stuck_reported = _status_clock(before, current, observed_ms)
+    return replace(
         before,
         status=current.status,
         already_retried_times=current.already_retried_times,
@@ -136,7 +149,18 @@ def diff(
         status_since_ms=status_since_ms,
         stuck_reported=stuck_reported,
     )
-    return _result(before, after, transitions, observed_ms)
+
+
+def _status_clock(before: Snapshot, current: Invocation, observed_ms: int) -> tuple[int, int]:
+    """(status_since_ms, stuck_reported): a new status restarts the stuck clock and its count.
+
+    The clock starts at the latest event in the new status, so a status entered long before
+    the first poll is not mistaken for a fresh one; without such an event, at ``observed_ms``.
+    """
+    if before.status == current.status:
+        return before.status_since_ms, before.stuck_reported
+    matching = [e.timestamp_ms for e in current.events if e.status == current.status]
+    return (max(matching) if matching and max(matching) > 0 else observed_ms), 0
 
 
 def not_found(
@@ -160,24 +184,23 @@ def not_found(
     transitions: list[Transition] = []
     reported = count >= report_after
     if reported:
+        # Never seen vs. seen and then gone (records expire): two different facts.
+        seen = "seen" if before.status else "never-seen"
         transitions.append(
-            Transition(
-                # Never seen vs. seen and then gone (records expire): two different facts.
-                id=transition_id(
-                    ref, TransitionType.NOT_FOUND, "seen" if before.status else "never-seen"
-                ),
-                type=TransitionType.NOT_FOUND,
-                ref=ref,
+            make_transition(
+                ref,
+                TransitionType.NOT_FOUND,
+                (seen,),
                 observed_ms=observed_ms,
                 status=before.status,
                 detail=f"FC answered not-found {count} times in a row",
-                labels=dict(labels or {}),
+                labels=labels,
             )
         )
     after = replace(
         before, not_found_count=count, first_not_found_ms=first_ms, not_found_reported=reported
     )
-    return _result(before, after, transitions, observed_ms)
+    return settle(before, after, transitions, observed_ms)
 
 
 def poll_failed(
@@ -195,17 +218,17 @@ def poll_failed(
     if before.failing or consecutive_failures < threshold:
         return DiffResult(before, ())
     episode = before.failing_episode + 1
-    transition = Transition(
-        id=transition_id(ref, TransitionType.POLL_FAILING, episode),
-        type=TransitionType.POLL_FAILING,
-        ref=ref,
+    transition = make_transition(
+        ref,
+        TransitionType.POLL_FAILING,
+        (episode,),
         observed_ms=observed_ms,
         status=before.status,
         detail=f"{consecutive_failures} polls in a row failed; last: {detail}",
-        labels=dict(labels or {}),
+        labels=labels,
     )
     after = replace(before, failing=True, failing_episode=episode)
-    return _result(before, after, [transition], observed_ms)
+    return settle(before, after, [transition], observed_ms)
 
 
 STUCK_STATUSES = frozenset({Status.ENQUEUED, Status.DEQUEUED, Status.RUNNING})
@@ -231,21 +254,13 @@ def stuck(
     due = 1 if not repeat_s else 1 + int((age_s - stuck_after_s) // repeat_s)
     if before.stuck_reported >= due:
         return DiffResult(before, ())
-    transition = Transition(
-        id=transition_id(ref, TransitionType.STUCK, before.status, before.status_changes, due),
-        type=TransitionType.STUCK,
-        ref=ref,
+    transition = make_transition(
+        ref,
+        TransitionType.STUCK,
+        (before.status, before.status_changes, due),
         observed_ms=now_ms,
         status=before.status,
         detail=f"{before.status} for {int(age_s)} s (stuck_after_s: {stuck_after_s:g})",
-        labels=dict(labels or {}),
+        labels=labels,
     )
-    return _result(before, replace(before, stuck_reported=due), [transition], now_ms)
-
-
-def _result(
-    before: Snapshot, after: Snapshot, transitions: list[Transition], observed_ms: int
-) -> DiffResult:
-    if after == before:
-        return DiffResult(before, tuple(transitions))
-    return DiffResult(replace(after, changed_ms=observed_ms), tuple(transitions), True)
+    return settle(before, replace(before, stuck_reported=due), [transition], now_ms)

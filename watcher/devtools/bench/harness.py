@@ -6,6 +6,8 @@ Runs, in one invocation of ``fc-watcher bench``:
              floor, the SDK async and sync loops, at --latency-concurrency
   scale      20,000 invocations at interval_s 10: polls/s, scheduling lag, RSS
   delivery   change seen by a poll -> webhook receiver has it: p50/p99
+It orchestrates and reports; the measuring is done in the worker processes (``variants``), and
+``ratios``, ``relative`` and ``render`` stay pure so the report can be tested without a run.
 """
 
 from __future__ import annotations
@@ -114,7 +116,20 @@ def run_all(
         "params": {**base, "latency_concurrency": latency_concurrency, "latency_ms": latency_ms},
         "runs": {},
     }
-    with emulator(steady_scenario(invocations)) as url:
+    runs = report["runs"]
+    runs["cpu"] = _cpu_run(base, progress)
+    runs["latency"] = _latency_run(base, latency_ms, latency_concurrency, progress)
+    if scale:
+        runs["scale"] = _scale_run(scale, progress)
+    runs["delivery"] = _delivery_run(progress)
+    report["ratios"] = ratios(runs)
+    report["relative"] = {name: relative(runs[name]) for name in ("cpu", "latency")}
+    return report
+
+
+def _cpu_run(base: Params, progress: Any) -> Params:
+    """No added latency: what each variant costs in CPU per poll."""
+    with emulator(steady_scenario(base["invocations"])) as url:
         cpu = {}
         for variant in ("watcher", "floor", "sdk-async"):
             progress(f"cpu: {variant} ...")
@@ -124,37 +139,43 @@ def run_all(
         cpu["floor-paced"] = run_variant(
             "floor", {**base, "url": url, "rate_per_s": cpu["watcher"]["polls_per_s"]}
         )
-        report["runs"]["cpu"] = cpu
-    with emulator(steady_scenario(invocations, latency_ms=latency_ms)) as url:
+    return cpu
+
+
+def _latency_run(base: Params, latency_ms: int, concurrency: int, progress: Any) -> Params:
+    """``latency_ms`` added per request: throughput when the network, not CPU, is the limit."""
+    with emulator(steady_scenario(base["invocations"], latency_ms=latency_ms)) as url:
         latency = {}
         for variant in ("watcher", "floor", "sdk-async", "sdk-sync"):
             progress(f"latency {latency_ms} ms: {variant} ...")
             latency[variant] = run_variant(
-                variant, {**base, "url": url, "concurrency": latency_concurrency}
+                variant, {**base, "url": url, "concurrency": concurrency}
             )
-        report["runs"]["latency"] = latency
-    if scale:
-        with emulator(steady_scenario(scale)) as url:
-            progress(f"scale: {scale} invocations at interval_s 10 ...")
-            report["runs"]["scale"] = run_variant(
-                "watcher",
-                {
-                    "url": url,
-                    "invocations": scale,
-                    "concurrency": 64,
-                    "duration_s": 30,
-                    "interval_s": 10,
-                    "jitter": 0.1,
-                },
-            )
+    return latency
+
+
+def _scale_run(scale: int, progress: Any) -> Params:
+    """``scale`` invocations at interval_s 10: polls/s, scheduling lag and memory."""
+    with emulator(steady_scenario(scale)) as url:
+        progress(f"scale: {scale} invocations at interval_s 10 ...")
+        return run_variant(
+            "watcher",
+            {
+                "url": url,
+                "invocations": scale,
+                "concurrency": 64,
+                "duration_s": 30,
+                "interval_s": 10,
+                "jitter": 0.1,
+            },
+        )
+
+
+def _delivery_run(progress: Any) -> Params:
+    """A change seen by a poll until a webhook receiver has it."""
     with emulator(changing_scenario(200, first_change_s=6, spacing_s=0.02)) as url:
         progress("delivery latency ...")
-        report["runs"]["delivery"] = run_variant(
-            "delivery", {"url": url, "invocations": 200, "duration_s": 30}
-        )
-    report["ratios"] = ratios(report["runs"])
-    report["relative"] = {name: relative(report["runs"][name]) for name in ("cpu", "latency")}
-    return report
+        return run_variant("delivery", {"url": url, "invocations": 200, "duration_s": 30})
 
 
 def ratios(runs: Params) -> Params:
@@ -193,10 +214,13 @@ def relative(run: Params) -> Params:
 
 
 def render(report: Params) -> str:
-    """The human-readable report."""
-    nan = float("nan")
+    """The human-readable report (the README's benchmark table is this text)."""
+    return "\n".join([*_header(report), *_table(report), "", *_summary(report)])
+
+
+def _header(report: Params) -> list[str]:
     params = report["params"]
-    lines = [
+    return [
         f"machine: {report['machine']['cpus']} CPUs, Python {report['machine']['python']}, "
         f"{report['machine']['platform']}",
         f"N={params['invocations']} invocations, concurrency {params['concurrency']} "
@@ -207,32 +231,50 @@ def render(report: Params) -> str:
         f"{'peak RSS MB':>13}{'lag p50 ms':>12}{'lag p99 ms':>12}"
         f"{'polls/s x floor':>17}{'x SDK':>8}{'CPU x floor':>13}{'x SDK':>8}",
     ]
-    nothing = {"polls_vs_floor": nan, "polls_vs_sdk_async": nan}
-    nothing |= {"cpu_vs_floor": nan, "cpu_vs_sdk_async": nan}
+
+
+_NAN = float("nan")
+# What a row shows where no ratio applies (the scale run, or a report without them).
+_NO_RATIOS = dict.fromkeys(
+    ("polls_vs_floor", "polls_vs_sdk_async", "cpu_vs_floor", "cpu_vs_sdk_async"), _NAN
+)
+
+
+def _table(report: Params) -> list[str]:
+    """One row per variant of the cpu, latency and scale runs, in that order."""
+    rows = []
     for run_name in ("cpu", "latency", "scale"):
         run = report["runs"].get(run_name)
         if run is None:
             continue
         variants = run if run_name != "scale" else {"watcher": run}
         for variant, m in variants.items():
-            lag_p50 = m.get("lag_p50_ms", nan)
-            lag_p99 = m.get("lag_p99_ms", nan)
-            rel = report.get("relative", {}).get(run_name, {}).get(variant, nothing)
-            lines.append(
-                f"{run_name:<14}{variant:<13}{m['polls_per_s']:>10.0f}"
-                f"{m['cpu_us_per_poll']:>13.0f}{m['cpu_share'] * 100:>8.0f}"
-                f"{m['peak_rss_mb']:>13.0f}{lag_p50:>12.1f}{lag_p99:>12.1f}"
-                f"{rel['polls_vs_floor']:>17.2f}{rel['polls_vs_sdk_async']:>8.2f}"
-                f"{rel['cpu_vs_floor']:>13.2f}{rel['cpu_vs_sdk_async']:>8.2f}"
-            )
+            rel = report.get("relative", {}).get(run_name, {}).get(variant, _NO_RATIOS)
+            rows.append(_row(run_name, variant, m, rel))
+    return rows
+
+
+def _row(run_name: str, variant: str, m: Params, rel: Params) -> str:
+    lag_p50 = m.get("lag_p50_ms", _NAN)
+    lag_p99 = m.get("lag_p99_ms", _NAN)
+    return (
+        f"{run_name:<14}{variant:<13}{m['polls_per_s']:>10.0f}"
+        f"{m['cpu_us_per_poll']:>13.0f}{m['cpu_share'] * 100:>8.0f}"
+        f"{m['peak_rss_mb']:>13.0f}{lag_p50:>12.1f}{lag_p99:>12.1f}"
+        f"{rel['polls_vs_floor']:>17.2f}{rel['polls_vs_sdk_async']:>8.2f}"
+        f"{rel['cpu_vs_floor']:>13.2f}{rel['cpu_vs_sdk_async']:>8.2f}"
+    )
+
+
+def _summary(report: Params) -> list[str]:
+    """The ratios the README quotes, in sentences, then the scale run in one line."""
     delivery = report["runs"]["delivery"]
     ratio = report["ratios"]
     scale = report["runs"].get("scale")
     unchanged = report["runs"]["cpu"]["watcher"]
     wrote = "yes" if unchanged["db_changed_during_unchanged_polls"] else "no"
-    ms = params["latency_ms"]
-    lines += [
-        "",
+    ms = report["params"]["latency_ms"]
+    lines = [
         f"CPU per poll, watcher / floor (same rate): {ratio['cpu_per_poll_vs_floor']:.2f}x"
         f"  (unpaced floor: {ratio['cpu_per_poll_vs_unpaced_floor']:.2f}x)",
         f"CPU per poll, watcher / SDK async:        {ratio['cpu_per_poll_vs_sdk_async']:.2f}x",
@@ -250,4 +292,4 @@ def render(report: Params) -> str:
             f"scale: {scale['polls_per_s']:.0f} polls/s, lag p99 {scale['lag_p99_ms']:.0f} ms, "
             f"peak RSS {scale['peak_rss_mb']:.0f} MB"
         )
-    return "\n".join(lines)
+    return lines

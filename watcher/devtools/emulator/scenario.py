@@ -148,27 +148,12 @@ def state_at(
     """
     if spec.appears_at_s is None or elapsed_s < spec.appears_at_s:
         return None
-    steps = [step for step in spec.timeline if step.at_s <= elapsed_s]
-    if stopped_at_s is not None and stopped_at_s <= elapsed_s:
-        steps = [step for step in steps if step.at_s <= stopped_at_s]
-        steps += [
-            Step(at_s=stopped_at_s, status="Stopping"),
-            Step(at_s=stopped_at_s, status="Stopped"),
-        ]
+    steps = _steps_at(spec, elapsed_s, stopped_at_s)
     status = steps[-1].status if steps else "Enqueued"
     first_ms = epoch_ms + int((steps[0].at_s if steps else spec.appears_at_s) * 1000)
     end_ms = epoch_ms + int(steps[-1].at_s * 1000) if status in TERMINAL_STATUSES else 0
     error = next((s.error for s in reversed(steps) if s.error is not None), "")
     returned = next((s.return_payload for s in reversed(steps) if s.return_payload), "")
-    events = [
-        {
-            "eventId": index + 1,
-            "status": step.status,
-            "timestamp": epoch_ms + int(step.at_s * 1000),
-            "eventDetail": step.detail or "",
-        }
-        for index, step in enumerate(s for s in steps if s.event)
-    ]
     body: dict[str, Any] = {
         "qualifier": spec.qualifier,
         "status": status,
@@ -180,21 +165,51 @@ def state_at(
         "alreadyRetriedTimes": sum(1 for s in steps if s.status == "Retrying"),
         "requestId": spec.request_id,
         "instanceId": spec.instance_id,
-        "events": events,
+        "events": _events(steps, epoch_ms),
     }
+    return body | _api_fields(spec, error, account_id=account_id, region=region)
+
+
+def _steps_at(spec: InvocationSpec, elapsed_s: float, stopped_at_s: float | None) -> list[Step]:
+    """The steps taken by ``elapsed_s``; a stop by then cuts the rest and ends the timeline."""
+    steps = [step for step in spec.timeline if step.at_s <= elapsed_s]
+    if stopped_at_s is not None and stopped_at_s <= elapsed_s:
+        steps = [step for step in steps if step.at_s <= stopped_at_s]
+        steps += [
+            Step(at_s=stopped_at_s, status="Stopping"),
+            Step(at_s=stopped_at_s, status="Stopped"),
+        ]
+    return steps
+
+
+def _events(steps: list[Step], epoch_ms: int) -> list[dict[str, Any]]:
+    """FC's event list: numbered from 1, and only for steps that log one."""
+    return [
+        {
+            "eventId": index + 1,
+            "status": step.status,
+            "timestamp": epoch_ms + int(step.at_s * 1000),
+            "eventDetail": step.detail or "",
+        }
+        for index, step in enumerate(s for s in steps if s.event)
+    ]
+
+
+def _api_fields(
+    spec: InvocationSpec, error: str, *, account_id: str, region: str
+) -> dict[str, Any]:
+    """The fields FC 2.0 and FC 3.0 name differently (an invocation vs. an async task)."""
     if spec.api is Api.FC2:
-        body |= {
+        return {
             "serviceName": spec.service or "",
             "functionName": spec.function,
             "invocationId": spec.id,
             "invocationErrorMessage": error,
             "invocationPayload": spec.payload,
         }
-    else:
-        body |= {
-            "functionArn": f"acs:fc:{region}:{account_id}:functions/{spec.function}",
-            "taskId": spec.id,
-            "taskErrorMessage": error,
-            "taskPayload": spec.payload,
-        }
-    return body
+    return {
+        "functionArn": f"acs:fc:{region}:{account_id}:functions/{spec.function}",
+        "taskId": spec.id,
+        "taskErrorMessage": error,
+        "taskPayload": spec.payload,
+    }

@@ -1,0 +1,139 @@
+"""The developer-tool sub-commands of ``fc-watcher``: ``emulate``, ``bench`` and ``demo``.
+
+This module declares those sub-commands' arguments and runs them; it must not turn
+exceptions into exit codes or messages (``watcher.cli.main`` alone does that), and it
+imports the dev tools lazily so the daemon's commands never load them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import json
+import signal
+import sys
+from pathlib import Path
+
+from watcher.cli_exits import EXIT_OK, UsageError
+
+
+def _loopback_host(value: str) -> str:
+    if value == "localhost":
+        return value
+    try:
+        if ipaddress.ip_address(value).is_loopback:
+            return value
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(
+        f"{value!r} is not a loopback address; the emulator is a test double and only "
+        "listens on 127.0.0.1, ::1 or localhost"
+    )
+
+
+def _cmd_emulate(args: argparse.Namespace) -> int:
+    from watcher.daemon.log import configure_logging
+    from watcher.devtools.emulator import Emulator, RealClock, load_scenario
+
+    configure_logging(log_format=args.log_format)
+    scenario = load_scenario(Path(args.scenario))
+
+    async def serve() -> None:
+        import structlog
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        emulator = Emulator(scenario, host=args.host, port=args.port, clock=RealClock(args.speed))
+        try:
+            await emulator.start()
+        except OSError as exc:
+            raise UsageError(
+                f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); "
+                "choose another --port"
+            ) from None
+        try:
+            structlog.get_logger().info(
+                "emulator_listening",
+                url=emulator.url,
+                scenario=args.scenario,
+                invocations=len(scenario.invocations),
+                faults=len(scenario.faults),
+            )
+            await stop.wait()
+        finally:
+            await emulator.stop()
+
+    asyncio.run(serve())
+    return EXIT_OK
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    from watcher.devtools.bench.harness import render, run_all
+
+    if importlib.util.find_spec("alibabacloud_fc_open20210406") is None:
+        raise UsageError(
+            "the benchmark compares against the official SDK, which is not installed; "
+            "run `make bench`, or pip install 'fc-watcher[dev]'"
+        )
+
+    report = run_all(
+        invocations=args.invocations,
+        concurrency=args.concurrency,
+        latency_concurrency=args.latency_concurrency,
+        duration_s=args.duration_s,
+        scale=0 if args.no_scale else args.scale,
+        latency_ms=args.latency_ms,
+        progress=(lambda _: None) if args.json else (lambda text: print(text, file=sys.stderr)),
+    )
+    print(json.dumps(report, indent=2) if args.json else render(report))
+    return EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from watcher.devtools.demo import run_demo
+
+    return asyncio.run(run_demo(log_format=args.log_format))
+
+
+def add_emulate(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Declare ``emulate``: serve the FC emulator, never beyond loopback."""
+    emulate = commands.add_parser("emulate", help="serve the FC emulator on loopback")
+    emulate.add_argument("--host", type=_loopback_host, default="127.0.0.1")
+    emulate.add_argument("--port", type=int, default=9000)
+    emulate.add_argument("--scenario", required=True, help="scenario YAML file")
+    emulate.add_argument(
+        "--speed", type=float, default=1.0, help="scenario seconds per real second (default 1)"
+    )
+    emulate.set_defaults(handler=_cmd_emulate)
+
+
+def add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Declare ``bench``: the comparison with the official SDK and plain aiohttp."""
+    bench = commands.add_parser("bench", help="benchmark against the official SDK and aiohttp")
+    bench.add_argument("--invocations", type=int, default=1000)
+    bench.add_argument("--concurrency", type=int, default=32)
+    bench.add_argument(
+        "--latency-concurrency",
+        type=int,
+        default=512,
+        help="concurrency of the runs with added latency",
+    )
+    bench.add_argument(
+        "--latency-ms", type=int, default=50, help="latency the emulator adds to each request"
+    )
+    bench.add_argument("--duration-s", type=float, default=10.0)
+    bench.add_argument("--scale", type=int, default=20_000, help="invocations in the scale run")
+    bench.add_argument("--no-scale", action="store_true", help="skip the scale run")
+    bench.add_argument("--json", action="store_true", help="print the report as JSON")
+    bench.set_defaults(handler=_cmd_bench)
+
+
+def add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Declare ``demo``: the watcher against the bundled emulator."""
+    demo = commands.add_parser("demo", help="run the demo against the bundled emulator")
+    demo.set_defaults(handler=_cmd_demo)
