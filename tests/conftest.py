@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+from watcher.config.models import Config
 from watcher.devtools.emulator import Emulator, ManualClock, Scenario
 from watcher.fc.client import FcClient
 from watcher.fc.credentials import Credentials, StaticCredentialSource
@@ -100,6 +102,25 @@ def make_client(
         ),
         scheme=scheme,
         **kwargs,
+    )
+
+
+def emulator_config(url: str, state: Path, **sections: Any) -> Config:
+    """A watcher config for the emulator at ``url`` with the test key; ``sections`` add or
+    replace top-level sections (``poll``, ``sinks``, ``routes``...)."""
+    return Config.model_validate(
+        {
+            "fc": {
+                "account_id": "1234567890123456",
+                "region": "cn-hangzhou",
+                "endpoint": url,
+                "access_key_id": ACCESS_KEY_ID,
+                "access_key_secret": ACCESS_KEY_SECRET,
+            },
+            "state": {"path": state},
+            "watch": [{"service": "s", "function": "f", "invocations": ["unused"]}],
+            **sections,
+        }
     )
 
 

@@ -8,81 +8,37 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import json
-import os
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from watcher import __version__
+from watcher.cli_devtools import add_bench, add_demo, add_emulate
+from watcher.cli_exits import (
+    EXIT_CONFIG,
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+)
 
 if TYPE_CHECKING:
     from watcher.config.models import LoadedConfig
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h: systemd's RestartPreventExitStatus uses it
-EXIT_INTERRUPTED = 130
-
-
-class UsageError(Exception):
-    """A command-line mistake; the message is the whole explanation."""
-
-
-def _loopback_host(value: str) -> str:
-    if value == "localhost":
-        return value
-    try:
-        if ipaddress.ip_address(value).is_loopback:
-            return value
-    except ValueError:
-        pass
-    raise argparse.ArgumentTypeError(
-        f"{value!r} is not a loopback address; the emulator is a test double and only "
-        "listens on 127.0.0.1, ::1 or localhost"
-    )
-
-
-def _cmd_emulate(args: argparse.Namespace) -> int:
-    from watcher.daemon.log import configure_logging
-    from watcher.devtools.emulator import Emulator, RealClock, load_scenario
-
-    configure_logging(log_format=args.log_format)
-    scenario = load_scenario(Path(args.scenario))
-
-    async def serve() -> None:
-        import structlog
-
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        emulator = Emulator(scenario, host=args.host, port=args.port, clock=RealClock(args.speed))
-        try:
-            await emulator.start()
-        except OSError as exc:
-            raise UsageError(
-                f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); "
-                "choose another --port"
-            ) from None
-        try:
-            structlog.get_logger().info(
-                "emulator_listening",
-                url=emulator.url,
-                scenario=args.scenario,
-                invocations=len(scenario.invocations),
-                faults=len(scenario.faults),
-            )
-            await stop.wait()
-        finally:
-            await emulator.stop()
-
-    asyncio.run(serve())
-    return EXIT_OK
+# The exit codes live in cli_exits so the dev-tool commands can share them; they are
+# re-exported here because scripts and tests know them as ``watcher.cli.EXIT_*``.
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_FAILURE",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "UsageError",
+    "main",
+]
 
 
 def _load(args: argparse.Namespace) -> LoadedConfig:
@@ -143,31 +99,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     loaded = _load(args)
     _configure_logs(args, loaded)
 
-    async def run() -> int:
-        import structlog
-
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-
-        def request_stop(signum: int) -> None:
-            if stop.is_set() and signum == signal.SIGINT:
-                structlog.get_logger().warning("forced_exit", signal="SIGINT")
-                os._exit(EXIT_INTERRUPTED)  # a second Ctrl-C: the state DB is safe anyway
-            structlog.get_logger().info("stopping", signal=signal.Signals(signum).name)
-            stop.set()
-
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, request_stop, signum)
-        watcher = Watcher(loaded)
-        loop.add_signal_handler(signal.SIGHUP, watcher.request_reload)
-        await watcher.startup()
-        try:
-            await watcher.run_until_stopped(stop)
-        finally:
-            await watcher.shutdown()
-        return EXIT_OK
-
-    return asyncio.run(run())
+    # The service keeps the signal policy (SIGTERM/SIGINT stop, SIGHUP reloads).
+    asyncio.run(Watcher(loaded).serve())
+    return EXIT_OK
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -201,36 +135,6 @@ def _cmd_redeliver(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
-    import importlib.util
-
-    from watcher.devtools.bench.harness import render, run_all
-
-    if importlib.util.find_spec("alibabacloud_fc_open20210406") is None:
-        raise UsageError(
-            "the benchmark compares against the official SDK, which is not installed; "
-            "run `make bench`, or pip install 'fc-watcher[dev]'"
-        )
-
-    report = run_all(
-        invocations=args.invocations,
-        concurrency=args.concurrency,
-        latency_concurrency=args.latency_concurrency,
-        duration_s=args.duration_s,
-        scale=0 if args.no_scale else args.scale,
-        latency_ms=args.latency_ms,
-        progress=(lambda _: None) if args.json else (lambda text: print(text, file=sys.stderr)),
-    )
-    print(json.dumps(report, indent=2) if args.json else render(report))
-    return EXIT_OK
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from watcher.devtools.demo import run_demo
-
-    return asyncio.run(run_demo(log_format=args.log_format))
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fc-watcher",
@@ -244,16 +148,18 @@ def _parser() -> argparse.ArgumentParser:
         help="console on a terminal, JSON lines otherwise (default: auto)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # The order of these calls is the order `--help` lists the commands in.
+    add_emulate(commands)
+    _add_config_commands(commands)
+    schema = commands.add_parser("schema", help="print the config's JSON Schema")
+    schema.set_defaults(handler=_cmd_schema)
+    add_bench(commands)
+    add_demo(commands)
+    return parser
 
-    emulate = commands.add_parser("emulate", help="serve the FC emulator on loopback")
-    emulate.add_argument("--host", type=_loopback_host, default="127.0.0.1")
-    emulate.add_argument("--port", type=int, default=9000)
-    emulate.add_argument("--scenario", required=True, help="scenario YAML file")
-    emulate.add_argument(
-        "--speed", type=float, default=1.0, help="scenario seconds per real second (default 1)"
-    )
-    emulate.set_defaults(handler=_cmd_emulate)
 
+def _add_config_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Declare the commands that read the watcher's config: run, once, check, status, redeliver."""
     for name, handler, text in (
         ("run", _cmd_run, "run the watcher daemon"),
         ("once", _cmd_once, "poll every tracked invocation once, emit, exit (1 if a poll failed)"),
@@ -271,31 +177,6 @@ def _parser() -> argparse.ArgumentParser:
         if name == "redeliver":
             command.add_argument("--sink", help="only this sink's dead letters")
             command.add_argument("--id", help="only this transition id")
-
-    schema = commands.add_parser("schema", help="print the config's JSON Schema")
-    schema.set_defaults(handler=_cmd_schema)
-
-    bench = commands.add_parser("bench", help="benchmark against the official SDK and aiohttp")
-    bench.add_argument("--invocations", type=int, default=1000)
-    bench.add_argument("--concurrency", type=int, default=32)
-    bench.add_argument(
-        "--latency-concurrency",
-        type=int,
-        default=512,
-        help="concurrency of the runs with added latency",
-    )
-    bench.add_argument(
-        "--latency-ms", type=int, default=50, help="latency the emulator adds to each request"
-    )
-    bench.add_argument("--duration-s", type=float, default=10.0)
-    bench.add_argument("--scale", type=int, default=20_000, help="invocations in the scale run")
-    bench.add_argument("--no-scale", action="store_true", help="skip the scale run")
-    bench.add_argument("--json", action="store_true", help="print the report as JSON")
-    bench.set_defaults(handler=_cmd_bench)
-
-    demo = commands.add_parser("demo", help="run the demo against the bundled emulator")
-    demo.set_defaults(handler=_cmd_demo)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,21 +7,23 @@ import functools
 import random
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import pytest
+from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
-from tests.conftest import ACCESS_KEY_ID, EmulatorFactory, RunningEmulator, make_client
-from watcher.config.models import PollSettings, Tracked
+from tests.conftest import ACCESS_KEY_ID, EmulatorFactory, RunningEmulator, emulator_config
+from watcher.config.models import Tracked
+from watcher.core.clock import Clock, SystemClock
 from watcher.core.invocation import Api, FunctionRef, InvocationRef
 from watcher.core.model import TransitionType
 from watcher.core.route import route
+from watcher.daemon.build import Parts, build
+from watcher.engine.limiter import TokenBucket
 from watcher.engine.poll import PollOutcome
-from watcher.engine.scheduler import Scheduler, TokenBucket
-from watcher.fc.client import FcClient
-from watcher.fc.credentials import Credentials
+from watcher.fc.credentials import Credentials, StaticCredentialSource
 from watcher.store.sqlite import SqliteStore
 
 FN = FunctionRef(Api.FC2, "demo-function", "demo-service", "LATEST")
@@ -44,19 +46,15 @@ class FakeClock:
 
 
 class Harness:
-    """A scheduler, its store and its fake clock, moved together with the emulator's clock."""
+    """Parts built by the composition root, with their store and fake clock, moved together
+    with the emulator's clock."""
 
-    def __init__(
-        self,
-        scheduler: Scheduler,
-        store: SqliteStore,
-        clock: FakeClock,
-        emu: RunningEmulator,
-        client: FcClient,
-    ):
-        self.client = client
-        self.scheduler = scheduler
-        self.store = store
+    def __init__(self, parts: Parts, clock: FakeClock, emu: RunningEmulator) -> None:
+        assert isinstance(parts.store, SqliteStore), "the harness builds on a SqliteStore"
+        self.parts = parts
+        self.client = parts.client
+        self.scheduler = parts.scheduler
+        self.store: SqliteStore = parts.store
         self.clock = clock
         self.emu = emu
 
@@ -75,7 +73,45 @@ class Harness:
         return [t.type.value for t in await self.store.transitions()]
 
 
-MakeHarness = Callable[..., Any]
+async def build_for(
+    emu: RunningEmulator,
+    store: SqliteStore,
+    session: aiohttp.ClientSession,
+    ids: list[str],
+    *,
+    clock: Clock,
+    poll: dict[str, Any],
+    credentials: Credentials | None = None,
+    on_lag: Callable[[float], None] | None = None,
+) -> Parts:
+    """Parts for the emulator through ``build``, as the daemon wires itself; only a log sink,
+    so every transition is routed to it (no routes)."""
+    config = emulator_config(emu.url, store.path, poll=poll)
+    return await build(
+        config,
+        [Tracked(ref=InvocationRef(FN, i), labels={}) for i in ids],
+        store=store,
+        session=session,
+        clock=clock,
+        rng=random.Random(1),
+        metrics=None,
+        credentials=StaticCredentialSource(credentials) if credentials else None,
+        on_lag=on_lag,
+    )
+
+
+class MakeHarness(Protocol):
+    """The ``harness`` fixture: a ``Harness`` over an emulator serving ``invocations``."""
+
+    async def __call__(
+        self,
+        invocations: list[dict[str, Any]],
+        *,
+        ids: list[str] | None = None,
+        faults: list[dict[str, Any]] | None = None,
+        credentials: Credentials | None = None,
+        **poll: Any,
+    ) -> Harness: ...
 
 
 @pytest.fixture
@@ -96,23 +132,12 @@ async def harness(
         store = await SqliteStore.open(tmp_path / f"state-{len(stores)}.db")
         stores.append(store)
         clock = FakeClock(emu.emulator.app.epoch_ms)  # FC timestamps and ours agree
-        settings = PollSettings(**{"interval_s": 10, "max_interval_s": 60, "jitter": 0, **poll})
-        tracked = [
-            Tracked(ref=InvocationRef(FN, i), labels={})
-            for i in (ids or [spec["id"] for spec in invocations])
-        ]
-        client = make_client(http_session, emu.url, credentials=credentials)
-        scheduler = Scheduler(
-            tracked,
-            await store.load_snapshots(),
-            client=client,
-            store=store,
-            router=LOG_ONLY,
-            settings=settings,
-            clock=clock,
-            rng=random.Random(1),
+        poll_settings = {"interval_s": 10, "max_interval_s": 60, "jitter": 0, **poll}
+        ids_ = ids or [spec["id"] for spec in invocations]
+        parts = await build_for(
+            emu, store, http_session, ids_, clock=clock, poll=poll_settings, credentials=credentials
         )
-        return Harness(scheduler, store, clock, emu, client)
+        return Harness(parts, clock, emu)
 
     yield make
     for store in stores:
@@ -266,8 +291,8 @@ async def test_a_poll_that_crashes_is_logged_and_the_invocation_kept(
                 raise crash
             return await real.get_invocation_body(ref)
 
-    h.scheduler.set_client(CrashOnce())
-    with capture_logs() as logs:
+    h.parts.poller.client = CrashOnce()
+    with capture_logs(processors=[merge_contextvars]) as logs:
         assert await h.step() == [PollOutcome.FAILED]
         assert await h.step() == [PollOutcome.CHANGED]
     crashed = [entry for entry in logs if entry["event"] == "poll_crashed"]
@@ -332,16 +357,16 @@ async def test_run_when_behind_keeps_the_cap_and_serves_overdue_polls_in_due_ord
     )
     lags_s: list[float] = []
     store = await SqliteStore.open(tmp_path / "state.db")
-    scheduler = Scheduler(
-        [Tracked(ref=InvocationRef(FN, i), labels={}) for i in ids],
-        {},
-        client=make_client(http_session, emu.url),
-        store=store,
-        router=LOG_ONLY,
-        settings=PollSettings(interval_s=0.05, max_interval_s=0.05, jitter=0, concurrency=4),
-        rng=random.Random(1),
+    parts = await build_for(
+        emu,
+        store,
+        http_session,
+        ids,
+        clock=SystemClock(),
+        poll={"interval_s": 0.05, "max_interval_s": 0.05, "jitter": 0, "concurrency": 4},
         on_lag=lags_s.append,
     )
+    scheduler = parts.scheduler
     stop = asyncio.Event()
     asyncio.get_running_loop().call_later(1.5, stop.set)
     await scheduler.run(stop)
@@ -369,7 +394,9 @@ def test_token_bucket_spaces_requests() -> None:
     assert bucket.delay_s() == 0
 
 
-async def test_restart_resumes_from_the_store(harness: MakeHarness, tmp_path: Path) -> None:
+async def test_restart_resumes_from_the_store(
+    harness: MakeHarness, http_session: aiohttp.ClientSession
+) -> None:
     """A finished invocation is not polled again after a restart; a running one is."""
     h = await harness(
         [
@@ -378,22 +405,17 @@ async def test_restart_resumes_from_the_store(harness: MakeHarness, tmp_path: Pa
         ]
     )
     await h.scheduler.poll_due()
-    again = Scheduler(
-        [Tracked(ref=InvocationRef(FN, i), labels={}) for i in ("done-1", "run-1")],
-        await h.store.load_snapshots(),
-        client=h.client,
-        store=h.store,
-        router=LOG_ONLY,
-        settings=PollSettings(),
-        clock=h.clock,
-    )
+    again = (
+        await build_for(h.emu, h.store, http_session, ["done-1", "run-1"], clock=h.clock, poll={})
+    ).scheduler
     assert again.active_count == 1
 
 
 async def test_stuck_invocation_is_reported_and_reminded(harness: MakeHarness) -> None:
     """Running past stuck_after_s emits invocation.stuck once, then every stuck_repeat_s."""
     h = await harness([{"id": "job-1", "timeline": RUNNING}])
-    h.scheduler.replace_tracked(
+    h.scheduler.track(
+        "config",
         [Tracked(ref=InvocationRef(FN, "job-1"), labels={}, stuck_after_s=100, stuck_repeat_s=200)],
         {},
     )

@@ -261,7 +261,7 @@ def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 
 def test_bundled_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     """config/watcher.example.yaml loads; its empty key variables fall back to the default chain."""
-    from watcher.daemon.service import credential_source
+    from watcher.daemon.build import credential_source
     from watcher.fc.credentials import DefaultChainCredentialSource
 
     for name in ("ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET"):

@@ -56,9 +56,6 @@ class Notifier:
     def ready(self, status: str) -> None:
         self.send(READY="1", STATUS=status)
 
-    def status(self, status: str) -> None:
-        self.send(STATUS=status)
-
     def stopping(self) -> None:
         self.send(STOPPING="1", STATUS="stopping")
 

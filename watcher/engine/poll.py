@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Protocol
 
 import structlog
+from structlog.contextvars import bound_contextvars
 
 from watcher.config.models import PollSettings
 from watcher.core import decide
@@ -23,6 +24,7 @@ from watcher.core.clock import Clock
 from watcher.core.invocation import TERMINAL_STATUSES, InvocationRef
 from watcher.core.model import Snapshot, Transition
 from watcher.core.route import Target
+from watcher.engine.limiter import ApiLimiter
 from watcher.fc.errors import AuthError, FcError, NotFoundError, ThrottledError
 from watcher.fc.models import parse_invocation
 from watcher.store.errors import StateStoreError
@@ -96,14 +98,16 @@ class Poller:
         router: Router,
         settings: PollSettings,
         clock: Clock,
-        metrics: Metrics | None,
-        on_commit: Callable[[], None],
+        limiter: ApiLimiter,
+        metrics: Metrics | None = None,
+        on_commit: Callable[[], None] = lambda: None,
     ) -> None:
         self.client = client
         self.router = router
         self.settings = settings
         self._store = store
         self._clock = clock
+        self._limiter = limiter
         self._metrics = metrics
         self._on_commit = on_commit
         self._auth_failing = False
@@ -117,66 +121,73 @@ class Poller:
         return outcome, retry_after_s
 
     async def _fetch_and_commit(self, state: PollState) -> tuple[PollOutcome, float | None]:
-        ref = state.ref
         try:
             started = time.perf_counter()
             try:
-                body = await self.client.get_invocation_body(ref)
+                async with self._limiter:
+                    body = await self.client.get_invocation_body(state.ref)
             finally:
                 if self._metrics is not None:
                     self._metrics.api_latency.observe(time.perf_counter() - started)
             digest = hashlib.blake2b(body, digest_size=16).digest()
             if digest == state.digest and not (state.snapshot and state.snapshot.failing):
+                # The common case, and the hot path: nothing logged, so nothing bound.
                 self._auth_ok()
                 state.failures = 0
                 return PollOutcome.UNCHANGED, None
-            invocation = parse_invocation(body)
-        except NotFoundError:
+            with bound_contextvars(invocation_id=state.ref.invocation_id):
+                return await self._changed(state, body, digest), None
+        except FcError as exc:
+            with bound_contextvars(invocation_id=state.ref.invocation_id):
+                return await self._failed(state, exc)
+
+    async def _changed(self, state: PollState, body: bytes, digest: bytes) -> PollOutcome:
+        invocation = parse_invocation(body)  # may raise BadResponseError
+        self._auth_ok()
+        result = decide.diff(
+            state.snapshot,
+            invocation,
+            ref=state.ref,
+            observed_ms=self._clock.wall_ms(),
+            labels=state.labels,
+        )
+        if not await self._commit(state, result):
+            return PollOutcome.FAILED
+        state.digest = digest
+        state.failures = 0
+        state.terminal_polls = state.terminal_polls + 1 if invocation.is_terminal else 0
+        return PollOutcome.CHANGED if result.transitions else PollOutcome.UNCHANGED
+
+    async def _failed(self, state: PollState, exc: FcError) -> tuple[PollOutcome, float | None]:
+        if isinstance(exc, NotFoundError):
             self._auth_ok()
             state.failures = 0
             state.digest = None  # if it comes back, diff it: that resets the not-found count
             result = decide.not_found(
                 state.snapshot,
-                ref=ref,
+                ref=state.ref,
                 observed_ms=self._clock.wall_ms(),
                 report_after=self.settings.not_found_retries,
                 labels=state.labels,
             )
-            return (
-                PollOutcome.NOT_FOUND if await self._commit(state, result) else PollOutcome.FAILED
-            ), None
-        except AuthError as exc:
+            committed = await self._commit(state, result)
+            return (PollOutcome.NOT_FOUND if committed else PollOutcome.FAILED), None
+        if isinstance(exc, AuthError):
             self._auth_failed(exc)
             return PollOutcome.AUTH_FAILED, None
-        except FcError as exc:
-            state.failures += 1
-            _log.debug("poll_failed", invocation_id=ref.invocation_id, error=str(exc))
-            result = decide.poll_failed(
-                state.snapshot,
-                ref=ref,
-                observed_ms=self._clock.wall_ms(),
-                consecutive_failures=state.failures,
-                threshold=self.settings.failure_threshold,
-                detail=f"{type(exc).__name__}: {exc}",
-                labels=state.labels,
-            )
-            await self._commit(state, result)
-            retry_after = exc.retry_after_s if isinstance(exc, ThrottledError) else None
-            return PollOutcome.FAILED, retry_after
-        self._auth_ok()
-        result = decide.diff(
+        state.failures += 1
+        _log.debug("poll_failed", error=str(exc), retryable=exc.retryable)
+        result = decide.poll_failed(
             state.snapshot,
-            invocation,
-            ref=ref,
+            ref=state.ref,
             observed_ms=self._clock.wall_ms(),
+            consecutive_failures=state.failures,
+            threshold=self.settings.failure_threshold,
+            detail=f"{type(exc).__name__}: {exc}",
             labels=state.labels,
         )
-        if not await self._commit(state, result):
-            return PollOutcome.FAILED, None
-        state.digest = digest
-        state.failures = 0
-        state.terminal_polls = state.terminal_polls + 1 if invocation.is_terminal else 0
-        return (PollOutcome.CHANGED if result.transitions else PollOutcome.UNCHANGED), None
+        await self._commit(state, result)
+        return PollOutcome.FAILED, exc.retry_after_s if isinstance(exc, ThrottledError) else None
 
     async def _check_stuck(self, state: PollState) -> None:
         # Runs on unchanged polls too: being stuck is precisely nothing changing.
@@ -191,7 +202,8 @@ class Poller:
             labels=state.labels,
         )
         if result.changed:
-            await self._commit(state, result)
+            with bound_contextvars(invocation_id=state.ref.invocation_id):
+                await self._commit(state, result)
 
     async def _commit(self, state: PollState, result: decide.DiffResult) -> bool:
         """Persist a decision; on success adopt its snapshot. False if the store failed."""
@@ -207,7 +219,7 @@ class Poller:
                 now_ms=self._clock.wall_ms(),
             )
         except StateStoreError as exc:
-            _log.error("state_commit_failed", invocation_id=state.ref.invocation_id, error=str(exc))
+            _log.error("state_commit_failed", error=str(exc))
             return False
         state.snapshot = result.snapshot
         if fresh:
