@@ -1,7 +1,9 @@
 """Config models for delivery: the sinks (one model per type) and the routes between them.
 
 Part of the config tree validated by ``watcher.config``. Every secret (webhook secrets, robot
-tokens, whole robot URLs, which carry their token) is a ``SecretStr``, so none prints.
+tokens, whole robot URLs, which carry their token) is a ``SecretStr``, so none prints. A sink's
+batch size, concurrency and grouping wait have their kind's default here, as fields, so there is
+one place to read and to override them; a kind has only the ones that make sense for it.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class ChatSinkSettings(_Delivery):
     group_wait_s: float = Field(10.0, ge=0, le=3600)
     max_per_minute: int = Field(20, ge=1, le=10_000)
     max_group: int = Field(50, ge=1, le=500)
+    """The most transitions one message carries (the robot's batch size)."""
 
 
 class LogSinkSettings(_Section):
@@ -63,6 +66,8 @@ class LogSinkSettings(_Section):
     name: SinkName = "log"
     type: Literal["log"]
     level: Literal["debug", "info", "warning", "error"] = "info"
+    max_batch: int = Field(500, ge=1, le=10_000)
+    """The most transitions one pass hands the logger."""
 
 
 class FileSinkSettings(_Delivery):
@@ -70,6 +75,8 @@ class FileSinkSettings(_Delivery):
 
     type: Literal["file"]
     path: str = Field(min_length=1)
+    max_batch: int = Field(500, ge=1, le=10_000)
+    """The most lines one write (and one fsync) carries."""
 
 
 class WebhookSinkSettings(_Delivery):
@@ -80,6 +87,8 @@ class WebhookSinkSettings(_Delivery):
     secret: SecretStr | None = None
     """``whsec_`` + base64 of 24 to 64 random bytes."""
     headers: dict[str, SecretStr] = Field(default_factory=dict)
+    max_in_flight: int = Field(16, ge=1, le=256)
+    """POSTs that may run at once, each for a different invocation (1: one at a time)."""
 
     @field_validator("secret")
     @classmethod
@@ -143,6 +152,8 @@ class AlertmanagerSinkSettings(_Delivery):
     ends_after_s: float = Field(3600.0, gt=0)
     """Alerts get a finite endsAt this long after they start: a failure is an event."""
     headers: dict[str, SecretStr] = Field(default_factory=dict)
+    max_batch: int = Field(100, ge=1, le=1000)
+    """The most alerts one POST carries."""
 
 
 SinkSettings = Annotated[

@@ -1,1 +1,2 @@
-"""Delivery of committed transitions: the outbox dispatcher and its sinks."""
+"""Delivery of committed transitions, in stages: select, hold, send, record; the dispatcher
+chains them per sink, and ``sinks`` holds the destinations."""

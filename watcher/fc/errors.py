@@ -3,7 +3,8 @@
 Each error class says whether the same request can succeed later (``retryable``): the poller
 logs it with every failed poll, and callers branch on the class, never on message text. A poll
 is backed off and tried again either way, since a 4xx can be fixed on FC's side too (a missing
-permission granted, a function created), and ``invocation.poll_failing`` tells a person. Messages carry the FC code, the HTTP status and the request id (what a
+permission granted, a function created), and ``invocation.poll_failing`` tells a person.
+Messages carry the FC code, the HTTP status and the request id (what a
 support ticket needs) and never a credential: the client scrubs them before building an error.
 """
 

@@ -1,45 +1,25 @@
-"""What the chat-robot sinks share: a per-robot rate window, grouping, markdown, the send path.
+"""What the chat-robot sinks share: a rate window each, grouping, markdown, the send path.
 
 A burst routed to one robot within ``group_wait_s`` arrives as one batch (the dispatcher holds
 it) and becomes one message, so twelve failures are one readable message, not twelve, and the
-robot's 20-a-minute limit is respected by the rate window besides.
+robot's 20-a-minute limit is respected by the rate window besides (``hold.RateWindow``: the
+sink records its sends there and the dispatcher's hold stage reads it through ``wait_s``).
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 
 import aiohttp
 
 from watcher.config.delivery import ChatSinkSettings, SignedChatSinkSettings
 from watcher.core.render import Message, render_group
-from watcher.delivery.sinks import Outgoing
+from watcher.delivery.hold import RateWindow
 from watcher.delivery.sinks._http import body_code, classify, post
+from watcher.delivery.sinks.base import Batching, Outgoing, Sink
 
 SEVERITY_ORDER = {"info": 0, "warning": 1, "critical": 2}
-
-
-class RateWindow:
-    """At most ``per_minute`` sends in any 60 seconds."""
-
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self._per_minute = per_minute
-        self._clock = clock
-        self._sent: deque[float] = deque()
-
-    def wait_s(self) -> float:
-        """Seconds until one more send fits in the window."""
-        now = self._clock()
-        while self._sent and now - self._sent[0] >= 60:
-            self._sent.popleft()
-        if len(self._sent) < self._per_minute:
-            return 0.0
-        return 60 - (now - self._sent[0])
-
-    def record(self) -> None:
-        self._sent.append(self._clock())
 
 
 def group_message(batch: Sequence[Outgoing], region: str | None) -> Message:
@@ -71,14 +51,13 @@ def cap_utf8(text: str, max_bytes: int) -> str:
     return encoded[: max_bytes - 3].decode(errors="ignore") + "..."
 
 
-class ChatSink:
+class ChatSink(Sink):
     """What every robot sink does: group, render, respect the rate window, POST, classify.
 
     A subclass says how a message becomes its robot's request (``request``) and which body
     keys and codes its robot uses (``code_keys``, ``throttle_codes``).
     """
 
-    max_in_flight = 1
     code_keys: tuple[str, ...] = ()
     throttle_codes: frozenset[int] = frozenset()
 
@@ -90,18 +69,16 @@ class ChatSink:
         region: str | None = None,
         extra_secrets: tuple[str, ...] = (),
     ) -> None:
-        self.name = settings.name
-        self.group_wait_s = settings.group_wait_s
-        self.max_batch = settings.max_group
+        # One message at a time: the robot's rate window counts messages, and grouping is the
+        # point, so concurrency would only spend the window faster.
+        batching = Batching(max_batch=settings.max_group, group_wait_s=settings.group_wait_s)
+        super().__init__(settings.name, batching)
         self._url = settings.url.get_secret_value()
         self._timeout_s = settings.timeout_s
         self._session = session
         self._region = region
         self._window = RateWindow(settings.max_per_minute)
         self._secrets = tuple(v for v in (self._url, *extra_secrets) if v)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r})"
 
     def wait_s(self) -> float:
         return self._window.wait_s()
@@ -120,9 +97,6 @@ class ChatSink:
         error = classify(reply, body_code=code, throttle_codes=self.throttle_codes)
         if error is not None:
             raise error
-
-    async def close(self) -> None:
-        return None
 
 
 class SignedChatSink(ChatSink):

@@ -15,7 +15,7 @@ import aiohttp
 
 from watcher.core.backoff import retry_after_s
 from watcher.core.redact import scrub
-from watcher.delivery.sinks import SinkError
+from watcher.delivery.sinks.base import SinkError
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
 

@@ -18,8 +18,8 @@ import aiohttp
 from watcher.config.delivery import AlertmanagerSinkSettings
 from watcher.core.model import TransitionType
 from watcher.core.render import console_url, render
-from watcher.delivery.sinks import Outgoing
 from watcher.delivery.sinks._http import classify, post
+from watcher.delivery.sinks.base import Batching, Outgoing, Sink
 
 _ALERT_NAMES = {
     TransitionType.EVENT: "FCInvocationEvent",
@@ -67,13 +67,8 @@ def alert(item: Outgoing, *, region: str | None, ends_after_s: float) -> dict[st
     return body
 
 
-class AlertmanagerSink:
+class AlertmanagerSink(Sink):
     """Pushes alerts to one Alertmanager."""
-
-    max_in_flight = 1
-
-    max_batch = 100
-    group_wait_s = 0.0
 
     def __init__(
         self,
@@ -82,7 +77,7 @@ class AlertmanagerSink:
         *,
         region: str | None = None,
     ) -> None:
-        self.name = settings.name
+        super().__init__(settings.name, Batching(max_batch=settings.max_batch))
         self._url = settings.url.get_secret_value().rstrip("/") + "/api/v2/alerts"
         self._headers = {k: v.get_secret_value() for k, v in settings.headers.items()}
         self._ends_after_s = settings.ends_after_s
@@ -90,12 +85,6 @@ class AlertmanagerSink:
         self._session = session
         self._region = region
         self._secrets = (settings.url.get_secret_value(), *self._headers.values())
-
-    def __repr__(self) -> str:
-        return f"AlertmanagerSink(name={self.name!r})"
-
-    def wait_s(self) -> float:
-        return 0.0
 
     async def send(self, batch: Sequence[Outgoing]) -> None:
         alerts = [alert(i, region=self._region, ends_after_s=self._ends_after_s) for i in batch]
@@ -110,6 +99,3 @@ class AlertmanagerSink:
         error = classify(reply)
         if error is not None:
             raise error
-
-    async def close(self) -> None:
-        return None

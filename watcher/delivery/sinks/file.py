@@ -14,19 +14,15 @@ from collections.abc import Sequence
 from typing import IO
 
 from watcher.config.delivery import FileSinkSettings
-from watcher.delivery.sinks import Outgoing, SinkError
+from watcher.delivery.sinks.base import Batching, Outgoing, Sink, SinkError
 
 
-class FileSink:
+class FileSink(Sink):
     """Appends transitions to a file."""
 
-    max_in_flight = 1
-
-    max_batch = 500
-    group_wait_s = 0.0
-
     def __init__(self, settings: FileSinkSettings) -> None:
-        self.name = settings.name
+        # One writer at a time: concurrent appends from worker threads could interleave lines.
+        super().__init__(settings.name, Batching(max_batch=settings.max_batch))
         self._path = settings.path
         self._handle: IO[str] | None = None
         self._reopen = False
@@ -34,11 +30,9 @@ class FileSink:
     def __repr__(self) -> str:
         return f"FileSink(name={self.name!r}, path={self._path!r})"
 
-    def wait_s(self) -> float:
-        return 0.0
-
     def reopen(self) -> None:
         """Reopen the path before the next write (logrotate moved the file)."""
+        # Only flagged: a write may be running in a worker thread with the handle right now.
         self._reopen = True
 
     def _write(self, lines: str) -> None:

@@ -11,9 +11,10 @@ from typing import Any
 
 import structlog
 
+from watcher.config.delivery import LogSinkSettings
 from watcher.core.invocation import Status
 from watcher.core.model import Transition, TransitionType
-from watcher.delivery.sinks import Outgoing
+from watcher.delivery.sinks.base import Batching, Outgoing, Sink
 
 _ALARMING_STATUSES = frozenset({Status.FAILED, Status.EXPIRED, Status.INVALID, Status.STOPPED})
 _ALARMING_TYPES = frozenset(
@@ -60,29 +61,15 @@ def is_alarming(transition: Transition) -> bool:
     )
 
 
-class LogSink:
+class LogSink(Sink):
     """Logs every transition it is given."""
 
-    max_in_flight = 1
-
-    max_batch = 500
-    group_wait_s = 0.0
-
-    def __init__(self, name: str = "log", level: str = "info") -> None:
-        self.name = name
-        self._level = level
-        self._log = structlog.get_logger("watcher.transitions").bind(sink=name)
-
-    def __repr__(self) -> str:
-        return f"LogSink(name={self.name!r})"
-
-    def wait_s(self) -> float:
-        return 0.0
+    def __init__(self, settings: LogSinkSettings) -> None:
+        super().__init__(settings.name, Batching(max_batch=settings.max_batch))
+        self._level = settings.level
+        self._log = structlog.get_logger("watcher.transitions").bind(sink=settings.name)
 
     async def send(self, batch: Sequence[Outgoing]) -> None:
         for item in batch:
             level = "warning" if is_alarming(item.transition) else self._level
             getattr(self._log, level)("transition", **log_fields(item.transition))
-
-    async def close(self) -> None:
-        return None

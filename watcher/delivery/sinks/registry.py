@@ -17,9 +17,9 @@ from watcher.config.delivery import (
     WebhookSinkSettings,
     WeComSinkSettings,
 )
-from watcher.delivery.dispatcher import DeliveryPolicy
-from watcher.delivery.sinks import Sink
+from watcher.delivery.record import DeliveryPolicy
 from watcher.delivery.sinks.alertmanager import AlertmanagerSink
+from watcher.delivery.sinks.base import Sink
 from watcher.delivery.sinks.dingtalk import DingTalkSink
 from watcher.delivery.sinks.feishu import FeishuSink
 from watcher.delivery.sinks.file import FileSink
@@ -33,7 +33,7 @@ def build_sink(entry: SinkSettings, session: aiohttp.ClientSession, region: str 
     """The sink for one config entry."""
     match entry:
         case LogSinkSettings():
-            return LogSink(entry.name, entry.level)
+            return LogSink(entry)
         case FileSinkSettings():
             return FileSink(entry)
         case WebhookSinkSettings():

@@ -17,8 +17,8 @@ import aiohttp
 from standardwebhooks.webhooks import Webhook
 
 from watcher.config.delivery import WebhookSinkSettings
-from watcher.delivery.sinks import Outgoing
 from watcher.delivery.sinks._http import classify, post
+from watcher.delivery.sinks.base import Batching, Outgoing, Sink
 
 
 def webhook_body(item: Outgoing) -> bytes:
@@ -32,12 +32,8 @@ def webhook_body(item: Outgoing) -> bytes:
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-class WebhookSink:
+class WebhookSink(Sink):
     """POSTs each transition to one URL."""
-
-    max_batch = 1
-    group_wait_s = 0.0
-    max_in_flight = 16  # one request per transition: let a burst go out side by side
 
     def __init__(
         self,
@@ -46,7 +42,9 @@ class WebhookSink:
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.name = settings.name
+        # One transition a request, so a burst goes out side by side rather than in batches;
+        # a batch of several would be re-sent whole when any one of its POSTs failed.
+        super().__init__(settings.name, Batching(max_in_flight=settings.max_in_flight))
         self._url = settings.url.get_secret_value()
         self._signer = Webhook(settings.secret.get_secret_value()) if settings.secret else None
         self._headers = {k: v.get_secret_value() for k, v in settings.headers.items()}
@@ -62,12 +60,6 @@ class WebhookSink:
             )
             if value
         )
-
-    def __repr__(self) -> str:
-        return f"WebhookSink(name={self.name!r})"
-
-    def wait_s(self) -> float:
-        return 0.0
 
     async def send(self, batch: Sequence[Outgoing]) -> None:
         for item in batch:
@@ -93,6 +85,3 @@ class WebhookSink:
             error = classify(reply)
             if error is not None:
                 raise error
-
-    async def close(self) -> None:
-        return None

@@ -1,0 +1,77 @@
+"""The select stage: which of a sink's pending rows go out on this pass, and in what batches.
+
+Pure: functions of the rows, the time and the sink's ``Batching``, with no I/O and no clock,
+so every ordering rule can be tested from a table. Rows arrive in commit order. The rule that
+keeps delivery in order per invocation lives here and nowhere else: a row never goes out while
+an earlier row of its invocation is still pending. Nothing here waits, sends, or decides what a
+failure means.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from watcher.delivery.sinks.base import Batching
+from watcher.store.records import OutboxRow
+
+
+def select_due(rows: Sequence[OutboxRow], now_ms: int, max_batch: int) -> list[OutboxRow]:
+    """The rows to send now: due, and not behind an undue row of the same invocation."""
+    blocked: set[str] = set()
+    chosen: list[OutboxRow] = []
+    for row in rows:
+        if row.invocation_key in blocked:
+            continue
+        if row.next_attempt_ms > now_ms:
+            blocked.add(row.invocation_key)
+            continue
+        chosen.append(row)
+        if len(chosen) >= max_batch:
+            break
+    return chosen
+
+
+def select_heads(rows: Sequence[OutboxRow], now_ms: int, limit: int) -> list[OutboxRow]:
+    """The first pending row of each invocation, if due, in commit order."""
+    seen: set[str] = set()
+    heads: list[OutboxRow] = []
+    for row in rows:
+        if row.invocation_key in seen:
+            continue
+        seen.add(row.invocation_key)
+        if row.next_attempt_ms <= now_ms:
+            heads.append(row)
+            if len(heads) >= limit:
+                break
+    return heads
+
+
+def plan(rows: Sequence[OutboxRow], now_ms: int, batching: Batching) -> list[list[OutboxRow]]:
+    """The batches to send now, one ``send`` each, run side by side; empty if none is due.
+
+    A sink that takes several sends at once gets one row per send, and only invocations' head
+    rows: with one row of each invocation in flight, concurrency cannot reorder an invocation.
+    """
+    if batching.max_in_flight > 1:
+        return [[row] for row in select_heads(rows, now_ms, batching.max_in_flight)]
+    chosen = select_due(rows, now_ms, batching.max_batch)
+    return [chosen] if chosen else []
+
+
+def next_due_ms(rows: Sequence[OutboxRow], now_ms: int) -> int | None:
+    """Milliseconds until the sink has a row it may send (0 if it has one now); ``None`` if
+    nothing is pending.
+
+    Only the first pending row of each invocation counts: a later row waits for it, so its
+    own (earlier) due time would wake the loop for nothing, over and over, until the first
+    row's retry.
+    """
+    seen: set[str] = set()
+    earliest: int | None = None
+    for row in rows:
+        if row.invocation_key in seen:
+            continue
+        seen.add(row.invocation_key)
+        wait_ms = row.next_attempt_ms - now_ms
+        earliest = wait_ms if earliest is None else min(earliest, wait_ms)
+    return None if earliest is None else max(0, earliest)
