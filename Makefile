@@ -24,7 +24,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
-	$(BIN)/mypy watcher
+	$(BIN)/mypy watcher tests
 
 pytest: $(STAMP)
 	$(BIN)/pytest

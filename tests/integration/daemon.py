@@ -191,6 +191,11 @@ def committed(db_path: Path) -> Progress:
         return {}
 
 
+def committed_is(db_path: Path, progress: Progress) -> Callable[[], bool]:
+    """A ``wait_until`` predicate: the state DB has committed exactly ``progress``."""
+    return lambda: committed(db_path) == progress
+
+
 def pending_outbox(db_path: Path) -> int:
     db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=1)
     try:

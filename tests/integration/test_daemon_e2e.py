@@ -13,7 +13,7 @@ from typing import Any
 
 from tests.conftest import EmulatorFactory
 from tests.integration.daemon import (
-    committed,
+    committed_is,
     expected_run,
     fact,
     pending_outbox,
@@ -128,7 +128,7 @@ async def test_run_emits_the_exact_sequence_and_stops_gracefully(
     process = await run_cli("run", "-c", str(config), stdout=log)
     for t, reached in zip(TIMES, progress, strict=True):
         emu.clock.advance(t - emu.clock.elapsed_s())
-        await wait_until(lambda r=reached: committed(tmp_path / "state.db") == r, f"state at t={t}")
+        await wait_until(committed_is(tmp_path / "state.db", reached), f"state at t={t}")
     await wait_until(lambda: pending_outbox(tmp_path / "state.db") == 0, "outbox drained")
     assert await stop(process) == 0
     entries = read_log([log])
@@ -144,7 +144,7 @@ async def test_sigkill_at_random_moments_loses_and_invents_nothing(
     """Killed with SIGKILL at random moments and restarted, the daemon still emits every
     expected transition, and no transition id ever stands for two different facts."""
     rng = random.Random(20261126)
-    script = [
+    script: list[dict[str, Any]] = [
         {
             "id": f"job-{n}",
             "timeline": [
@@ -186,7 +186,7 @@ async def test_sigkill_at_random_moments_loses_and_invents_nothing(
             await stop(process, signal.SIGKILL)
             kills += 1
             process = await start()
-        await wait_until(lambda r=reached: committed(tmp_path / "state.db") == r, f"state at t={t}")
+        await wait_until(committed_is(tmp_path / "state.db", reached), f"state at t={t}")
     await wait_until(lambda: pending_outbox(tmp_path / "state.db") == 0, "outbox drained")
     await wait_until(
         lambda: any(e["event"] == "watcher_started" for e in read_log(logs[-1:])),

@@ -303,12 +303,16 @@ async def test_alertmanager_alerts(receiver: Receiver, http_session: aiohttp.Cli
     assert first["generatorURL"].startswith("https://")
 
 
-async def test_file_sink_appends_and_reopens(tmp_path: Path) -> None:
+async def test_file_sink_appends_and_reopens(
+    tmp_path: Path, http_session: aiohttp.ClientSession
+) -> None:
     """One JSON line per transition; after a rename and reopen(), writing goes to a new file."""
     path = tmp_path / "transitions.jsonl"
     sink = build_sink(
-        ADAPTER.validate_python({"name": "f", "type": "file", "path": str(path)}), None, None
-    )  # type: ignore[arg-type]
+        ADAPTER.validate_python({"name": "f", "type": "file", "path": str(path)}),
+        http_session,
+        None,
+    )
     await sink.send([Outgoing(failed("a")), Outgoing(failed("b"))])
     path.rename(tmp_path / "transitions.jsonl.1")
     sink.reopen()

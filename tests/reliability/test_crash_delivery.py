@@ -14,7 +14,7 @@ from typing import Any
 
 from tests.conftest import EmulatorFactory, Receiver
 from tests.integration.daemon import (
-    committed,
+    committed_is,
     expected_run,
     pending_outbox,
     read_log,
@@ -46,7 +46,7 @@ async def test_sigkill_during_a_300_transition_run(
 ) -> None:
     """Union of deliveries equals the expected set; re-deliveries are counted, never invented."""
     rng = random.Random(7)
-    script = [
+    script: list[dict[str, Any]] = [
         {
             "id": f"job-{n:02d}",
             "timeline": [
@@ -94,9 +94,7 @@ async def test_sigkill_during_a_300_transition_run(
             await stop(process, signal.SIGKILL)
             kills += 1
             process = await start()
-        await wait_until(
-            lambda r=reached: committed(tmp_path / "state.db") == r, f"state at t={t}", 60
-        )
+        await wait_until(committed_is(tmp_path / "state.db", reached), f"state at t={t}", 60)
     await wait_until(lambda: pending_outbox(tmp_path / "state.db") == 0, "outbox drained", 60)
     await wait_until(
         lambda: any(e["event"] == "watcher_started" for e in read_log(logs[-1:])), "last start"

@@ -22,7 +22,7 @@ from tests.integration.daemon import (
 )
 
 WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-SCRIPT = [
+SCRIPT: list[dict[str, Any]] = [
     {
         "id": f"job-{n}",
         "timeline": [

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import EmulatorFactory, Receiver
 from tests.integration.daemon import (
     committed,
+    committed_is,
     expected_run,
     pending_outbox,
     read_log,
@@ -105,7 +106,7 @@ async def test_receiver_down_for_60_s_gets_everything_in_order(
     down_since = time.monotonic()
     for t, reached in enumerate(progress):
         emu.clock.advance(t - emu.clock.elapsed_s())
-        await wait_until(lambda r=reached: committed(tmp_path / "state.db") == r, f"state at t={t}")
+        await wait_until(committed_is(tmp_path / "state.db", reached), f"state at t={t}")
     await asyncio.sleep(max(0.0, 60 - (time.monotonic() - down_since)))
     retries = sum(1 for e in read_log([log]) if e.get("event") == "delivery_retrying")
     back = Receiver()

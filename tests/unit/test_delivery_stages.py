@@ -150,7 +150,7 @@ def test_heads_are_one_due_first_row_per_invocation(
     heads = select_heads(rows, now_ms, limit)
     keys = [row.invocation_key for row in heads]
     assert len(keys) == len(set(keys))
-    first = {}
+    first: dict[str, OutboxRow] = {}
     for row in rows:
         first.setdefault(row.invocation_key, row)
     due_firsts = [row for row in first.values() if row.next_attempt_ms <= now_ms]

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from watcher.core.backoff import retry_after_s
 from watcher.fc import errors
 
 
@@ -74,7 +75,7 @@ def test_classification(
 def test_retry_after(headers: dict[str, str], expected: float | None) -> None:
     """Retry-After as seconds or an HTTP date, and x-acs-retry-after in milliseconds."""
     now_s = 1795680000.0  # Thu, 26 Nov 2026 08:00:00 GMT
-    assert errors.retry_after_s(headers, now_s) == expected
+    assert retry_after_s(headers, now_s) == expected
 
 
 def test_request_id_and_code_are_in_the_message() -> None:
