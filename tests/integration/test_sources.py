@@ -20,6 +20,16 @@ FN = FunctionRef(Api.FC2, "demo-function", "demo-service", "LATEST")
 RUNNING = [{"at_s": 0, "status": "Running"}]
 
 
+class FakeClock:
+    """Limiter time that does not move."""
+
+    def monotonic(self) -> float:
+        return 0.0
+
+    def wall_ms(self) -> int:
+        return 0
+
+
 def _tracked(*ids: str) -> list[Tracked]:
     return [Tracked(ref=InvocationRef(FN, i), labels={}) for i in ids]
 
@@ -99,14 +109,46 @@ async def _peak_inside(limiter: ApiLimiter, callers: int) -> int:
 
 
 async def test_limiter_caps_calls_and_follows_a_reload_both_ways() -> None:
-    """Every caller shares one cap; a raised cap applies at once, a lowered one once the calls
-    holding the old slots have finished."""
+    """Every caller shares one cap, and a reload's new cap, higher or lower, applies to the
+    next request."""
     limiter = ApiLimiter(2, None, SystemClock())
     assert await _peak_inside(limiter, 10) == 2
     limiter.set_limits(5, None)
     assert await _peak_inside(limiter, 10) == 5
     limiter.set_limits(1, None)
-    await _peak_inside(limiter, 10)  # the four retired slots go as their holders finish
     assert await _peak_inside(limiter, 10) == 1
     limiter.set_limits(3, None)
     assert await _peak_inside(limiter, 10) == 3
+    assert limiter.in_flight == 0
+
+
+async def test_limiter_passes_on_a_slot_whose_waiter_was_cancelled() -> None:
+    """A waiter cancelled while queued, or just after being granted a slot, leaves no slot
+    taken: the next caller still gets in."""
+    limiter = ApiLimiter(1, None, SystemClock())
+    await limiter.enter()
+    queued = asyncio.ensure_future(limiter.enter())
+    await asyncio.sleep(0)
+    queued.cancel()
+    limiter.leave()  # grants the slot to ``queued``, whose cancel then hands it back
+    await asyncio.gather(queued, return_exceptions=True)
+    assert limiter.in_flight == 0
+    await asyncio.wait_for(limiter.enter(), timeout=1)
+    limiter.leave()
+    assert limiter.in_flight == 0
+
+
+async def test_limiter_rate_cap_spaces_requests_for_every_caller() -> None:
+    """With a rate cap, requests from any caller take tokens from one bucket."""
+    clock = FakeClock()
+    limiter = ApiLimiter(10, 1000.0, clock)
+    for _ in range(1000):  # one second's burst passes at once
+        assert not limiter.try_enter()  # a capped limiter always goes the waiting way
+        await limiter.enter()
+        limiter.leave()
+    waiting = asyncio.ensure_future(limiter.enter())  # the 1,001st waits for a token
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    await waiting
+    limiter.leave()
+    assert limiter.in_flight == 0

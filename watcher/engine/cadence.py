@@ -31,11 +31,13 @@ def next_delay_s(
     *,
     settings: PollSettings,
     rng: random.Random,
-    now_ms: int,
+    forgotten_now: bool = False,
 ) -> float | None:
     """Seconds until the next poll of ``state``, or None when it needs no more polls.
 
-    Updates ``state.interval_s`` (the adaptive interval) on a successful poll.
+    ``forgotten_now`` is ``forgotten(...)`` for a not-found answer (the caller reads the wall
+    clock only then: this runs after every poll). Updates ``state.interval_s`` (the adaptive
+    interval) on a successful poll.
     """
     if outcome is PollOutcome.FAILED:
         return backoff_s(
@@ -48,7 +50,7 @@ def next_delay_s(
     if outcome is PollOutcome.AUTH_FAILED:
         return jittered_s(settings.max_interval_s, settings.jitter, rng)
     if outcome is PollOutcome.NOT_FOUND:
-        if forgotten(state.snapshot, settings, now_ms):
+        if forgotten_now:
             return None
         reported = state.snapshot is not None and state.snapshot.not_found_reported
         base_s = settings.max_interval_s if reported else settings.interval_s

@@ -8,6 +8,7 @@ to call; the scheduler decides that. A reload changes the limits in place.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 
 from watcher.core.clock import Clock
 
@@ -34,43 +35,77 @@ class TokenBucket:
 class ApiLimiter:
     """At most ``concurrency`` FC requests in flight, and at most ``rate_per_s`` a second.
 
-    Use as ``async with limiter:`` around one request. A plain class, not a generator-based
-    context manager: it is entered once per poll, and the generator cost 2 µs more a poll.
+    A caller takes a slot with ``try_enter()`` (no wait: the hot path, two plain calls a poll)
+    or, when that says no, ``await enter()``, and gives it back with ``leave()``; ``async with
+    limiter:`` does the same for callers where a few microseconds do not matter. Waiters are
+    served in arrival order. A counter rather than an ``asyncio.Semaphore``: it makes the
+    uncontended path cheap, and lets a reload lower the cap for the very next request.
     """
 
     def __init__(self, concurrency: int, rate_per_s: float | None, clock: Clock) -> None:
         self._clock = clock
         self.concurrency = concurrency
         self.rate_per_s = rate_per_s
-        self._slots = asyncio.Semaphore(concurrency)
-        self._debt = 0
-        """Slots to retire as their holders finish, after a reload lowered the concurrency."""
+        self.in_flight = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
         self._bucket = TokenBucket(rate_per_s, clock) if rate_per_s else None
 
     def set_limits(self, concurrency: int, rate_per_s: float | None) -> None:
-        """New limits (reload). A lower concurrency takes hold as running calls finish."""
-        change = concurrency - self.concurrency
+        """New limits (reload), for every request that starts from now on."""
         self.concurrency = concurrency
-        if change < 0:
-            self._debt -= change
-        else:
-            repaid = min(change, self._debt)
-            self._debt -= repaid
-            for _ in range(change - repaid):
-                self._slots.release()
         if rate_per_s != self.rate_per_s:
             self._bucket = TokenBucket(rate_per_s, self._clock) if rate_per_s else None
             self.rate_per_s = rate_per_s
+        self._grant()
 
-    async def __aenter__(self) -> None:
-        await self._slots.acquire()
+    def try_enter(self) -> bool:
+        """Take a slot if one is free now and nobody waits for one; with a rate cap, always
+        False (the cap is for low rates, where ``enter`` costs nothing that matters)."""
+        if self.in_flight >= self.concurrency or self._waiters or self._bucket is not None:
+            return False
+        self.in_flight += 1
+        return True
+
+    async def enter(self) -> None:
+        """Wait for a slot, then for the rate cap; the caller must ``leave()`` after."""
+        if self.in_flight >= self.concurrency or self._waiters:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter  # ``_grant`` counted the slot for us before waking us
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self.leave()  # granted, then cancelled: pass the slot on
+                else:
+                    self._waiters.remove(waiter)
+                raise
+        else:
+            self.in_flight += 1
         if self._bucket is not None:
             delay_s = self._bucket.delay_s()
             if delay_s > 0:
-                await asyncio.sleep(delay_s)
+                try:
+                    await asyncio.sleep(delay_s)
+                except BaseException:
+                    self.leave()
+                    raise
+
+    def leave(self) -> None:
+        """Give a slot back; the longest waiter gets it if the cap allows."""
+        self.in_flight -= 1
+        if self._waiters:
+            self._grant()
+
+    def _grant(self) -> None:
+        while self._waiters and self.in_flight < self.concurrency:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self.in_flight += 1
+                waiter.set_result(None)
+
+    async def __aenter__(self) -> None:
+        if not self.try_enter():
+            await self.enter()
 
     async def __aexit__(self, *_: object) -> None:
-        if self._debt:
-            self._debt -= 1
-        else:
-            self._slots.release()
+        self.leave()

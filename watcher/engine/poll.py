@@ -124,8 +124,13 @@ class Poller:
         try:
             started = time.perf_counter()
             try:
-                async with self._limiter:
+                limiter = self._limiter
+                if not limiter.try_enter():
+                    await limiter.enter()
+                try:
                     body = await self.client.get_invocation_body(state.ref)
+                finally:
+                    limiter.leave()
             finally:
                 if self._metrics is not None:
                     self._metrics.api_latency.observe(time.perf_counter() - started)

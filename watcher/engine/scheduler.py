@@ -194,13 +194,12 @@ class Scheduler:
     def _reschedule(
         self, state: PollState, outcome: PollOutcome, retry_after_s: float | None
     ) -> None:
+        gone = outcome is PollOutcome.NOT_FOUND and forgotten(
+            state.snapshot, self._settings, self._clock.wall_ms()
+        )
+        settings, rng = self._settings, self._rng
         delay_s = next_delay_s(
-            state,
-            outcome,
-            retry_after_s,
-            settings=self._settings,
-            rng=self._rng,
-            now_ms=self._clock.wall_ms(),
+            state, outcome, retry_after_s, settings=settings, rng=rng, forgotten_now=gone
         )
         if delay_s is not None:
             self._schedule(state, delay_s)

@@ -73,6 +73,8 @@ def emulator(scenario: dict[str, Any]) -> Iterator[str]:
         finally:
             process.terminate()
             process.wait(timeout=30)
+            if process.stderr is not None:
+                process.stderr.close()
 
 
 def run_variant(variant: str, params: Params) -> Params:

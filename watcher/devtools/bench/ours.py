@@ -62,7 +62,9 @@ def _tracked(params: Params) -> list[Tracked]:
 
 # With no routes, only log sinks get transitions: a webhook no route names keeps the polling
 # path free of outbox rows, as the bench has always measured it.
-_NO_DELIVERY: dict[str, Any] = {"sinks": [{"type": "webhook", "url": "http://127.0.0.1:9/x"}]}
+_NO_DELIVERY: dict[str, Any] = {
+    "sinks": [{"name": "unrouted", "type": "webhook", "url": "http://127.0.0.1:9/x"}]
+}
 
 
 async def run_watcher(params: Params) -> Params:
