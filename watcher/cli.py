@@ -26,7 +26,7 @@ from watcher.cli_exits import (
 )
 
 if TYPE_CHECKING:
-    from watcher.config.models import LoadedConfig
+    from watcher.config.models import Config, LoadedConfig
 
 # The exit codes live in cli_exits so the dev-tool commands can share them; they are
 # re-exported here because scripts and tests know them as ``watcher.cli.EXIT_*``.
@@ -63,7 +63,24 @@ def _cmd_check(args: argparse.Namespace) -> int:
         f"watch entr{'y' if len(config.watch) == 1 else 'ies'}, sinks: "
         + ", ".join(sink.name for sink in config.sinks)
     )
+    print(_routes_table(config))
     return EXIT_OK
+
+
+def _routes_table(config: Config) -> str:
+    """The effective routes, defaults included, as a short aligned table."""
+    from watcher.core.route import effective_routes
+
+    log_sinks = [sink.name for sink in config.sinks if sink.type == "log"]
+    alert_sinks = [sink.name for sink in config.sinks if sink.type != "log"]
+    title = "routes" if config.routes else "routes (none configured: the defaults)"
+    rows = [
+        ("MATCH", "SINKS", "SEVERITY"),
+        *effective_routes(config.routes, log_sinks, alert_sinks),
+    ]
+    widths = [max(len(row[column]) for row in rows) for column in range(2)]
+    lines = [f"  {m:<{widths[0]}}  {s:<{widths[1]}}  {v}" for m, s, v in rows]
+    return "\n".join([f"{title}:", *lines])
 
 
 def _cmd_schema(_: argparse.Namespace) -> int:

@@ -200,14 +200,6 @@ MALFORMED = [
         BASE + "  - name: hook\n    type: webhook\n",
         "sinks[1].url: Field required",
     ),
-    (
-        "no-log-no-routes",
-        BASE.replace(
-            "  - name: log\n    type: log\n",
-            "  - name: hook\n    type: webhook\n    url: http://x\n",
-        ),
-        "with no routes",
-    ),
 ]
 
 

@@ -134,11 +134,6 @@ def _check_sinks(config: Config, problems: list[str]) -> None:
                     f"routes[{index}].sinks[{position}]: no sink is named {name!r} "
                     f"(sinks: {', '.join(sorted(seen))})"
                 )
-    if not config.routes and not any(sink.type == "log" for sink in config.sinks):
-        problems.append(
-            "routes: with no routes, transitions go to log sinks only, and there is none; "
-            "add a route to your sinks, or a sink of type log"
-        )
 
 
 def load_config(path: Path, env: dict[str, str] | None = None) -> LoadedConfig:

@@ -1,7 +1,8 @@
 """Which sinks each transition goes to, with which severity and template. Pure: no I/O.
 
 Routes are tried in order; the first that matches wins, unless it says ``continue: true``.
-With no routes at all, every transition goes to every ``log`` sink.
+With no routes at all, the defaults fit "alert me when tasks fail": every transition goes to
+every ``log`` sink, and the alert-worthy ones (``alert_worthy``) to every other sink.
 """
 
 from __future__ import annotations
@@ -84,14 +85,55 @@ def matches(match: RouteMatch, transition: Transition) -> bool:
     return all(checks)
 
 
+FAILURE_STATUSES = frozenset({"Failed", "Expired", "Stopped", "Invalid"})
+"""Statuses that end an invocation badly: always worth an alert."""
+_ALERT_TYPES = frozenset(
+    {TransitionType.STUCK, TransitionType.NOT_FOUND, TransitionType.POLL_FAILING}
+)
+
+
+def alert_worthy(transition: Transition) -> str | None:
+    """The severity to alert with when no routes are configured, or None for log only.
+
+    A bad ending is critical; the first Retrying of an invocation (not each retry after it),
+    a stuck, a vanished or an unpollable invocation is a warning.
+    """
+    if transition.type is TransitionType.STATUS_CHANGED:
+        if transition.status in FAILURE_STATUSES:
+            return "critical"
+        summary = transition.invocation
+        first_retry = summary is not None and summary.already_retried_times <= 1
+        if transition.status == "Retrying" and transition.previous_status != "Retrying":
+            return "warning" if first_retry else None
+        return None
+    return "warning" if transition.type in _ALERT_TYPES else None
+
+
+def default_targets(
+    transition: Transition, log_sinks: Sequence[str], alert_sinks: Sequence[str]
+) -> list[Target]:
+    """Where a transition goes when no routes are configured."""
+    targets = [Target(sink) for sink in log_sinks]
+    severity = alert_worthy(transition) if alert_sinks else None
+    if severity is not None:
+        targets.extend(Target(sink, severity) for sink in alert_sinks)
+    return targets
+
+
 def route(
-    transitions: Sequence[Transition], routes: Sequence[Route], log_sinks: Sequence[str]
+    transitions: Sequence[Transition],
+    routes: Sequence[Route],
+    log_sinks: Sequence[str],
+    alert_sinks: Sequence[str] = (),
 ) -> dict[str, list[Target]]:
-    """Map each transition id to its targets; a sink appears at most once per transition."""
+    """Map each transition id to its targets; a sink appears at most once per transition.
+
+    ``alert_sinks`` (every sink that is not a log sink) matter only when ``routes`` is empty.
+    """
     result: dict[str, list[Target]] = {}
     for transition in transitions:
         if not routes:
-            result[transition.id] = [Target(sink) for sink in log_sinks]
+            result[transition.id] = default_targets(transition, log_sinks, alert_sinks)
             continue
         targets: dict[str, Target] = {}
         for candidate in routes:
@@ -103,3 +145,53 @@ def route(
                 break
         result[transition.id] = list(targets.values())
     return result
+
+
+def _describe_match(match: RouteMatch) -> str:
+    parts = [
+        f"{name}={'|'.join(str(v) for v in values)}"
+        for name, values in (
+            ("type", match.type),
+            ("status", match.status),
+            ("previous_status", match.previous_status),
+        )
+        if values is not None
+    ]
+    parts += [
+        f"{name}={value}"
+        for name, value in (
+            ("service", match.service),
+            ("function", match.function),
+            ("qualifier", match.qualifier),
+        )
+        if value is not None
+    ]
+    parts += [f"labels.{key}={value}" for key, value in sorted(match.labels.items())]
+    return " ".join(parts) or "every transition"
+
+
+def effective_routes(
+    routes: Sequence[Route], log_sinks: Sequence[str], alert_sinks: Sequence[str]
+) -> list[tuple[str, str, str]]:
+    """(what matches, which sinks, severity) rows, in the order they are tried, defaults
+    included: what ``fc-watcher check`` prints, so nobody has to guess."""
+    if routes:
+        return [
+            (
+                _describe_match(r.match) + (" (continue)" if r.continue_ else ""),
+                ", ".join(r.sinks),
+                r.severity,
+            )
+            for r in routes
+        ]
+    rows: list[tuple[str, str, str]] = []
+    if log_sinks:
+        rows.append(("every transition", ", ".join(log_sinks), "info"))
+    if alert_sinks:
+        sinks = ", ".join(alert_sinks)
+        failures = "|".join(sorted(FAILURE_STATUSES))
+        rows.append((f"status={failures}", sinks, "critical"))
+        rows.append(("first status=Retrying of an invocation", sinks, "warning"))
+        kinds = "|".join(sorted(t.value for t in _ALERT_TYPES))
+        rows.append((f"type={kinds}", sinks, "warning"))
+    return rows

@@ -81,7 +81,10 @@ def make_client(
 def make_router(config: Config) -> Router:
     """Routes of ``config`` as the function the poller calls on committed transitions."""
     log_sinks = [sink.name for sink in config.sinks if sink.type == "log"]
-    return functools.partial(route, routes=config.routes, log_sinks=log_sinks)
+    alert_sinks = [sink.name for sink in config.sinks if sink.type != "log"]
+    return functools.partial(
+        route, routes=config.routes, log_sinks=log_sinks, alert_sinks=alert_sinks
+    )
 
 
 @dataclass(slots=True)
