@@ -6,6 +6,7 @@ Runs, in one invocation of ``fc-watcher bench``:
              floor, the SDK async and sync loops, at --latency-concurrency
   scale      20,000 invocations at interval_s 10: polls/s, scheduling lag, RSS
   delivery   change seen by a poll -> webhook receiver has it: p50/p99
+  outbox     the outbox after an outage, to a flaky receiver, and steady (``outbox``)
 It orchestrates and reports; the measuring is done in the worker processes (``variants``), and
 ``ratios``, ``relative`` and ``render`` stay pure so the report can be tested without a run.
 """
@@ -25,15 +26,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from watcher.devtools.bench.measure import free_port
+from watcher.devtools.bench.outbox import OUTBOX_RUNS, render_outbox
 from watcher.devtools.bench.scenario import changing_scenario, steady_scenario
 
 Params = dict[str, Any]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @contextmanager
@@ -42,7 +39,7 @@ def emulator(scenario: dict[str, Any]) -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="fc-watcher-bench-") as scratch:
         path = Path(scratch) / "scenario.json"
         path.write_text(json.dumps(scenario))  # JSON is YAML
-        port = _free_port()
+        port = free_port()
         process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
             [
                 sys.executable,
@@ -124,6 +121,9 @@ def run_all(
     if scale:
         runs["scale"] = _scale_run(scale, progress)
     runs["delivery"] = _delivery_run(progress)
+    for mode, params in OUTBOX_RUNS.items():
+        progress(f"outbox: {mode} ...")
+        runs.setdefault("outbox", {})[mode] = run_variant("outbox", params)
     report["ratios"] = ratios(runs)
     report["relative"] = {name: relative(runs[name]) for name in ("cpu", "latency")}
     return report
@@ -289,6 +289,8 @@ def _summary(report: Params) -> list[str]:
         f"change seen -> webhook received:          p50 {delivery['p50_ms']:.1f} ms, "
         f"p99 {delivery['p99_ms']:.1f} ms ({delivery['deliveries']}/{delivery['expected']})",
     ]
+    if "outbox" in report["runs"]:
+        lines += render_outbox(report["runs"]["outbox"])
     if scale:
         lines.append(
             f"scale: {scale['polls_per_s']:.0f} polls/s, lag p99 {scale['lag_p99_ms']:.0f} ms, "

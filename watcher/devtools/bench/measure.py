@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import resource
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,7 +17,14 @@ Params = dict[str, Any]
 FN = FunctionRef(Api.FC2, FUNCTION, SERVICE)
 
 
-def _cpu_s() -> float:
+def free_port() -> int:
+    """A free TCP port on loopback (for a server started in another process)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
@@ -34,11 +42,11 @@ async def measure(
 ) -> Params:
     """Warm up, then run for the duration and measure CPU per completed poll."""
     await warm_up()
-    cpu_before = _cpu_s()
+    cpu_before = cpu_s()
     started = time.perf_counter()
     polls = await run(float(params["duration_s"]))
     elapsed = time.perf_counter() - started
-    cpu = _cpu_s() - cpu_before
+    cpu = cpu_s() - cpu_before
     return {
         "polls": polls,
         "elapsed_s": elapsed,

@@ -21,6 +21,7 @@ import aiohttp
 
 from watcher.devtools.bench.measure import FN, Params, invocation_ids, load_loop, measure
 from watcher.devtools.bench.ours import run_delivery, run_watcher
+from watcher.devtools.bench.outbox import run_outbox
 from watcher.devtools.bench.scenario import (
     ACCESS_KEY_ID,
     ACCESS_KEY_SECRET,
@@ -137,6 +138,7 @@ async def run_sdk_sync(params: Params) -> Params:
 
 VARIANTS: dict[str, Callable[[Params], Coroutine[Any, Any, Params]]] = {
     "delivery": run_delivery,
+    "outbox": run_outbox,
     "watcher": run_watcher,
     "floor": run_floor,
     "sdk-async": run_sdk_async,
