@@ -12,7 +12,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from watcher import __version__
 from watcher.cli_devtools import add_bench, add_demo, add_emulate
@@ -102,9 +102,16 @@ def _cmd_once(args: argparse.Namespace) -> int:
         await watcher.startup()
         try:
             outcomes = await watcher.run_once()
+            errors = watcher.scheduler.poll_errors()
         finally:
             await watcher.shutdown()
         failed = sum(o in (PollOutcome.FAILED, PollOutcome.AUTH_FAILED) for o in outcomes)
+        if failed:
+            # Failed polls are logged at debug only (a daemon retries them); here they are
+            # the answer, so say which and why.
+            print(f"fc-watcher: {failed} of {len(outcomes)} polls failed:", file=sys.stderr)
+            for key, error in sorted(errors.items()):
+                print(f"  {key}: {error}", file=sys.stderr)
         return EXIT_FAILURE if failed else EXIT_OK
 
     return asyncio.run(once())
@@ -158,24 +165,30 @@ def _parser() -> argparse.ArgumentParser:
         description="Watch Function Compute async invocations and alert on their transitions.",
     )
     parser.add_argument("--version", action="version", version=f"fc-watcher {__version__}")
-    parser.add_argument(
-        "--log-format",
-        choices=("auto", "json", "console"),
-        default="auto",
-        help="console on a terminal, JSON lines otherwise (default: auto)",
-    )
+    parser.add_argument("--log-format", default="auto", **_LOG_FORMAT)
+    # Accepted after the command too, as people type it; there it overrides the one before.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log-format", default=argparse.SUPPRESS, **_LOG_FORMAT)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # The order of these calls is the order `--help` lists the commands in.
-    add_emulate(commands)
-    _add_config_commands(commands)
+    add_emulate(commands, common)
+    _add_config_commands(commands, common)
     schema = commands.add_parser("schema", help="print the config's JSON Schema")
     schema.set_defaults(handler=_cmd_schema)
-    add_bench(commands)
-    add_demo(commands)
+    add_bench(commands, common)
+    add_demo(commands, common)
     return parser
 
 
-def _add_config_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+_LOG_FORMAT: dict[str, Any] = {
+    "choices": ("auto", "json", "console"),
+    "help": "console on a terminal, JSON lines otherwise (default: auto)",
+}
+
+
+def _add_config_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
     """Declare the commands that read the watcher's config: run, once, check, status, redeliver."""
     for name, handler, text in (
         ("run", _cmd_run, "run the watcher daemon"),
@@ -184,7 +197,7 @@ def _add_config_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
         ("status", _cmd_status, "show tracked invocations and deliveries from the state DB"),
         ("redeliver", _cmd_redeliver, "queue dead-lettered deliveries again"),
     ):
-        command = commands.add_parser(name, help=text)
+        command = commands.add_parser(name, help=text, parents=[common])
         command.add_argument(
             "-c", "--config", required=True, metavar="FILE", help="the watcher's YAML config"
         )

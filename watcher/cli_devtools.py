@@ -100,9 +100,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(log_format=args.log_format))
 
 
-def add_emulate(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_emulate(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
     """Declare ``emulate``: serve the FC emulator, never beyond loopback."""
-    emulate = commands.add_parser("emulate", help="serve the FC emulator on loopback")
+    emulate = commands.add_parser(
+        "emulate", help="serve the FC emulator on loopback", parents=[common]
+    )
     emulate.add_argument("--host", type=_loopback_host, default="127.0.0.1")
     emulate.add_argument("--port", type=int, default=9000)
     emulate.add_argument("--scenario", required=True, help="scenario YAML file")
@@ -112,9 +116,13 @@ def add_emulate(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     emulate.set_defaults(handler=_cmd_emulate)
 
 
-def add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_bench(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
     """Declare ``bench``: the comparison with the official SDK and plain aiohttp."""
-    bench = commands.add_parser("bench", help="benchmark against the official SDK and aiohttp")
+    bench = commands.add_parser(
+        "bench", help="benchmark against the official SDK and aiohttp", parents=[common]
+    )
     bench.add_argument("--invocations", type=int, default=1000)
     bench.add_argument("--concurrency", type=int, default=32)
     bench.add_argument(
@@ -133,7 +141,11 @@ def add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     bench.set_defaults(handler=_cmd_bench)
 
 
-def add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_demo(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
     """Declare ``demo``: the watcher against the bundled emulator."""
-    demo = commands.add_parser("demo", help="run the demo against the bundled emulator")
+    demo = commands.add_parser(
+        "demo", help="run the demo against the bundled emulator", parents=[common]
+    )
     demo.set_defaults(handler=_cmd_demo)

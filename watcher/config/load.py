@@ -57,7 +57,8 @@ def _pydantic_problems(exc: ValidationError, lines: dict[tuple[Any, ...], int]) 
 
 def _read_ids_file(path: Path, where: str, problems: list[str]) -> list[str]:
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: editors on Windows start files with a BOM, which is not part of an id
+        text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
         problems.append(f"{where}: cannot read {path} ({exc.strerror})")
         return []
@@ -139,7 +140,7 @@ def _check_sinks(config: Config, problems: list[str]) -> None:
 def load_config(path: Path, env: dict[str, str] | None = None) -> LoadedConfig:
     """Read, substitute, validate and expand a config file, or raise ``ConfigError``."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a leading BOM is not YAML
     except OSError as exc:
         raise ConfigError(path, [f"cannot read the file ({exc.strerror})"]) from None
     except UnicodeDecodeError:

@@ -18,7 +18,7 @@ from typing import Protocol
 import structlog
 from structlog.contextvars import bound_contextvars
 
-from watcher.config.models import PollSettings
+from watcher.config.models import PollSettings, Tracked
 from watcher.core import decide
 from watcher.core.clock import Clock
 from watcher.core.invocation import TERMINAL_STATUSES, InvocationRef
@@ -71,6 +71,13 @@ class PollState:
     done: bool = False
     generation: int = 0
     last_polled_ms: int = 0
+    last_error: str = ""
+    """Why the last poll failed ("" after a good one): what ``fc-watcher once`` reports."""
+
+    def take_settings(self, item: Tracked) -> None:
+        """Tracked again (a reload): its entry's labels and stuck limits apply from now on."""
+        self.labels = dict(item.labels)
+        self.stuck_after_s, self.stuck_repeat_s = item.stuck_after_s, item.stuck_repeat_s
 
 
 def is_finished(snapshot: Snapshot | None, terminal_polls: int) -> bool:
@@ -134,6 +141,7 @@ class Poller:
             finally:
                 if self._metrics is not None:
                     self._metrics.api_latency.observe(time.perf_counter() - started)
+            state.last_error = ""
             digest = hashlib.blake2b(body, digest_size=16).digest()
             if digest == state.digest and not (state.snapshot and state.snapshot.failing):
                 # The common case, and the hot path: nothing logged, so nothing bound.
@@ -164,6 +172,7 @@ class Poller:
         return PollOutcome.CHANGED if result.transitions else PollOutcome.UNCHANGED
 
     async def _failed(self, state: PollState, exc: FcError) -> tuple[PollOutcome, float | None]:
+        state.last_error = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, NotFoundError):
             self._auth_ok()
             state.failures = 0

@@ -87,9 +87,7 @@ class Scheduler:
             self._owners.setdefault(key, set()).add(source)
             current = self._states.get(key)
             if current is not None:
-                current.labels = dict(item.labels)
-                current.stuck_after_s = item.stuck_after_s
-                current.stuck_repeat_s = item.stuck_repeat_s
+                current.take_settings(item)
                 continue
             snapshot = snapshots.get(key)
             state = PollState(
@@ -138,6 +136,10 @@ class Scheduler:
     def snapshots(self) -> dict[str, Snapshot | None]:
         """The in-memory snapshot of every tracked invocation."""
         return {key: state.snapshot for key, state in self._states.items()}
+
+    def poll_errors(self) -> dict[str, str]:
+        """Why each invocation whose last poll failed failed."""
+        return {key: state.last_error for key, state in self._states.items() if state.last_error}
 
     # -- the queue -----------------------------------------------------------------------------
 
@@ -288,8 +290,7 @@ class Scheduler:
             self._sleeper.set_result(None)
 
     async def _finish(self, inflight: Iterable[asyncio.Task[None]]) -> None:
-        tasks = list(inflight)
-        if not tasks:
+        if not (tasks := list(inflight)):
             return
         _, pending = await asyncio.wait(tasks, timeout=self._settings.stop_timeout_s)
         for task in pending:
