@@ -7,6 +7,7 @@ event is one JSON line for machines. Events are stable snake_case names with bou
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Literal, TextIO
 
@@ -15,11 +16,52 @@ import structlog
 LogFormat = Literal["auto", "json", "console"]
 
 
+class PipeSafeStream:
+    """A log stream that stops writing, rather than raising, once its reader is gone.
+
+    ``fc-watcher run | head -1`` closes the pipe; a BrokenPipeError from a log line must never
+    stop the daemon, and above all not its SIGTERM handler, which logs before it stops.
+    Once the reader is gone, the file descriptor is pointed at /dev/null, so the interpreter's
+    own flush at exit cannot fail either.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self.reader_gone = False
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+    def write(self, text: str) -> int:
+        if not self.reader_gone:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._gone()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.reader_gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._gone()
+
+    def _gone(self) -> None:
+        self.reader_gone = True
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass  # not a real file (a test's StringIO): nothing will flush it at exit
+
+
 def configure_logging(
     *, level: str = "info", log_format: LogFormat = "auto", stream: TextIO | None = None
 ) -> None:
     """Configure structlog once, at start-up, for the whole process."""
-    out = stream or sys.stdout
+    out = PipeSafeStream(stream or sys.stdout)
     use_console = log_format == "console" or (log_format == "auto" and out.isatty())
     renderer: structlog.types.Processor = (
         structlog.dev.ConsoleRenderer(colors=out.isatty())
@@ -39,6 +81,7 @@ def configure_logging(
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        # PrintLogger needs only write/flush, which PipeSafeStream has; it is no TextIO.
+        logger_factory=structlog.PrintLoggerFactory(out),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
