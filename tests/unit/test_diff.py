@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from itertools import pairwise
 from typing import Any
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 
 from watcher.core import decide
 from watcher.core.invocation import Api, FunctionRef, Invocation, InvocationRef
-from watcher.core.model import Snapshot, Transition, TransitionType
+from watcher.core.model import Snapshot, Transition, TransitionType, transition_id
 
 REF = InvocationRef(FunctionRef(Api.FC2, "fn", "svc", "LATEST"), "job-1")
 
@@ -25,6 +26,20 @@ def inv(status: str, retries: int = 0, events: list[tuple[int, str]] | None = No
             "events": [
                 {"eventId": i, "status": s, "timestamp": 1000 * i, "eventDetail": ""}
                 for i, s in (events or [])
+            ],
+        }
+    )
+
+
+def timed(status: str, events: list[tuple[int, str, int]], retries: int = 0) -> Invocation:
+    """An invocation whose events carry their own timestamps, so they can be renumbered."""
+    return Invocation.model_validate(
+        {
+            "status": status,
+            "alreadyRetriedTimes": retries,
+            "events": [
+                {"eventId": i, "status": s, "timestamp": ms, "eventDetail": ""}
+                for i, s, ms in events
             ],
         }
     )
@@ -192,6 +207,17 @@ def test_poll_failing_once_per_episode_with_new_ids() -> None:
         recovered.snapshot, ref=REF, observed_ms=4, consecutive_failures=3, threshold=3, detail="y"
     )
     assert second.transitions[0].id != failing.transitions[0].id
+
+
+def test_a_lone_surrogate_in_a_failure_detail_is_replaced() -> None:
+    """FC's error body can escape a lone surrogate into the message a poll_failing quotes; the
+    transition holds U+FFFD instead, so the outbox, webhooks and files can encode it."""
+    failing = decide.poll_failed(
+        None, ref=REF, observed_ms=1, consecutive_failures=3, threshold=3, detail="bad \ud800"
+    )
+    transition = failing.transitions[0]
+    assert transition.detail.endswith("bad \ufffd")
+    json.dumps(transition.to_dict(), ensure_ascii=False).encode()
 
 
 # -- properties over any poll sequence ---------------------------------------------------------
@@ -438,3 +464,183 @@ def test_stuck_reminders_have_distinct_ids_and_reset_on_change() -> None:
     )
     assert moved.snapshot.stuck_reported == 0
     assert moved.snapshot.status_since_ms == 2000
+
+
+# -- FC renumbering events ----------------------------------------------------------------------
+
+REPORTED_UP_TO_13 = Snapshot(
+    status="Running", event_high_water=13, last_event_status="Running", last_event_ms=3000
+)
+RENUMBERED = [(1, "Enqueued", 1000), (2, "Running", 2000), (3, "Running", 3000)]
+
+
+@pytest.mark.parametrize(
+    ("previous", "current", "expected"),
+    [
+        (
+            REPORTED_UP_TO_13,
+            timed("Failed", [*RENUMBERED, (4, "Failed", 4000)]),
+            [("event", 4, "Failed"), ("status_changed", "Running", "Failed")],
+        ),
+        (REPORTED_UP_TO_13, timed("Running", RENUMBERED), []),
+        (
+            REPORTED_UP_TO_13,
+            timed("Failed", [(2, "Failed", 4000), (1, "Running", 3000), (2, "Failed", 4000)]),
+            [("event", 2, "Failed"), ("status_changed", "Running", "Failed")],
+        ),
+        (
+            REPORTED_UP_TO_13,
+            timed("Failed", [(1, "Running", 2000), (2, "Retrying", 3500), (3, "Failed", 4000)]),
+            [
+                ("event", 2, "Retrying"),
+                ("event", 3, "Failed"),
+                ("status_changed", "Running", "Failed"),
+            ],
+        ),
+        (
+            Snapshot(
+                status="Running",
+                event_high_water=3,
+                last_event_status="Running",
+                last_event_ms=3000,
+            ),
+            timed("Failed", [(1, "Running", 3000), (2, "Failed", 4000), (3, "Failed", 5000)]),
+            [
+                ("event", 2, "Failed"),
+                ("event", 3, "Failed"),
+                ("status_changed", "Running", "Failed"),
+            ],
+        ),
+        (
+            Snapshot(
+                status="Running",
+                event_high_water=3,
+                last_event_status="Running",
+                last_event_ms=3000,
+            ),
+            timed("Failed", [(5, "Failed", 5000)]),
+            [("event", 5, "Failed"), ("status_changed", "Running", "Failed")],
+        ),
+    ],
+    ids=[
+        "renumbered-downward",
+        "renumbered-nothing-new",
+        "renumbered-shuffled-and-repeated",
+        "renumbered-last-reported-gone",
+        "same-ids-other-events",
+        "old-events-dropped-ids-still-rising",
+    ],
+)
+def test_diff_when_fc_renumbers_events(
+    previous: Snapshot, current: Invocation, expected: list[tuple[str, Any, Any]]
+) -> None:
+    """When eventIds no longer mean what they meant, events are new by content: those after the
+    last one reported (or, if it is gone, later than it)."""
+    result = decide.diff(previous, current, ref=REF, observed_ms=5)
+    assert kinds(result.transitions) == expected
+    again = decide.diff(result.snapshot, current, ref=REF, observed_ms=6)
+    assert again.transitions == ()
+    assert not again.changed
+
+
+def test_a_renumbered_id_never_reuses_a_reported_events_transition_id() -> None:
+    """Ids 1..5 reported, then FC drops three events and renumbers: the new events 3, 4 and 5 get
+    ids of their own (event 5 would otherwise be dropped as a duplicate of the old event 5), and
+    once the ids rise past every id reported, the plain eventId key is back."""
+    old = [(i, "Running", 1000 * i) for i in range(1, 6)]
+    new = [(i - 3, s, ms) for i, s, ms in old[3:]]  # events 4 and 5 as ids 1 and 2
+    new += [(3, "Retrying", 6000), (4, "Running", 7000), (5, "Failed", 8000), (6, "Failed", 9000)]
+    polls = [timed("Running", old)] + [
+        timed(s, new[:n])
+        for n, s in [(3, "Retrying"), (4, "Running"), (5, "Failed"), (6, "Failed")]
+    ]
+    emitted, _ = _run(polls + polls[-1:])
+    events = [t for t in emitted if t.type is TransitionType.EVENT]
+    assert [(t.event.event_id, t.event.timestamp_ms) for t in events if t.event] == [
+        *((i, ms) for i, _, ms in old),
+        (3, 6000),
+        (4, 7000),
+        (5, 8000),
+        (6, 9000),
+    ]
+    ids = [t.id for t in emitted]
+    assert len(ids) == len(set(ids))
+    assert events[-1].id == transition_id(REF, TransitionType.EVENT, 6)
+
+
+def test_renumbered_event_ids_are_pinned() -> None:
+    """Ids are persisted: the key of an event at or below the high-water mark (its eventId,
+    status and time) must give these ids forever."""
+    result = decide.diff(
+        REPORTED_UP_TO_13,
+        timed("Failed", [*RENUMBERED, (4, "Failed", 4000)]),
+        ref=REF,
+        observed_ms=5,
+    )
+    assert [(t.type.value, t.id) for t in result.transitions] == [
+        ("invocation.event", "tr_8ccaa8fb3f558fdc0c11a7fe2b0d334850b2e5ea"),
+        ("invocation.status_changed", "tr_556ead46914df5e872b62bc7709b310f93b5b4b5"),
+    ]
+
+
+@st.composite
+def renumbered_histories(draw: st.DrawFn) -> list[Invocation]:
+    """Polls of a growing history whose eventIds FC renumbers downward now and then, keeping
+    the events' content (status and a time unique to each); polls shuffle and repeat events."""
+    statuses = draw(st.lists(st.sampled_from(STATUSES), min_size=1, max_size=10))
+    history = [(status, 1000 * (n + 1)) for n, status in enumerate(statuses)]
+    offset = draw(st.integers(0, 20))
+    rng = random.Random(draw(st.integers(0, 2**32)))
+    polls: list[Invocation] = []
+    for seen in range(1, len(history) + 1):
+        for _ in range(draw(st.integers(1, 2))):
+            if draw(st.booleans()):
+                offset = draw(st.integers(0, offset))  # renumbered: the ids go down (or stay)
+            events = [(n + 1 + offset, s, ms) for n, (s, ms) in enumerate(history[:seen])]
+            rng.shuffle(events)
+            if events and rng.random() < 0.3:
+                events.append(rng.choice(events))
+            polls.append(timed(history[seen - 1][0], events))
+    return polls
+
+
+@settings(max_examples=300, deadline=None)
+@given(renumbered_histories())
+def test_renumbering_loses_and_repeats_nothing(polls: list[Invocation]) -> None:
+    """For any downward renumbering: every event reported once (by content), unique ids, a
+    consistent status chain, and the same body polled again reports and writes nothing."""
+    snapshot: Snapshot | None = None
+    emitted: list[Transition] = []
+    for number, poll in enumerate(polls):
+        result = decide.diff(snapshot, poll, ref=REF, observed_ms=number)
+        emitted.extend(result.transitions)
+        again = decide.diff(result.snapshot, poll, ref=REF, observed_ms=number)
+        assert again.transitions == ()
+        assert not again.changed
+        snapshot = result.snapshot
+    ids = [t.id for t in emitted]
+    assert len(ids) == len(set(ids))
+    reported = [(t.event.status, t.event.timestamp_ms) for t in emitted if t.event is not None]
+    final = sorted({(e.timestamp_ms, e.status) for e in polls[-1].events})
+    assert reported == [(status, ms) for ms, status in final]
+    changes = [t for t in emitted if t.type is TransitionType.STATUS_CHANGED]
+    for earlier, later in pairwise(changes):
+        assert later.previous_status == earlier.status
+    assert changes[-1].status == polls[-1].status
+    assert snapshot is not None
+    assert snapshot.last_event_status == polls[-1].status
+
+
+@settings(max_examples=200, deadline=None)
+@given(histories())
+def test_event_ids_are_the_eventid_key_while_numbering_holds(
+    history: tuple[list[Invocation], int],
+) -> None:
+    """The ids persisted before renumbering was handled: while eventIds rise, an event's id is
+    ``transition_id(ref, EVENT, eventId)``, byte for byte."""
+    states, seed = history
+    emitted, _ = _run(_observe(states, seed))
+    for transition in emitted:
+        if transition.event is not None:
+            expected = transition_id(REF, TransitionType.EVENT, transition.event.event_id)
+            assert transition.id == expected

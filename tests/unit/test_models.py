@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from watcher.core.invocation import Api, Status
+from watcher.core.invocation import Api, Invocation, Status
+from watcher.core.text import STATE_TEXT_BYTES
 from watcher.devtools.emulator.scenario import InvocationSpec, Step, state_at
 from watcher.fc.errors import BadResponseError
 from watcher.fc.models import parse_invocation, parse_page
@@ -57,12 +58,106 @@ def test_lenient_parsing(body: dict[str, Any], field: str, expected: object) -> 
         b'{"status": "Running", "startedTime": "yesterday"}',
         b'{"status": "Running"',
         b"\xff\xfe",
+        b'\xff{"status": "Running"}',
+        b'{"status": "Running"}\xff',
+        b'{"status": "Running", "x": "\xff}',
+        b"[" * 100_000,
+        b'{"status": "\\ud800"}'[:-2],
     ],
 )
 def test_bad_bodies_are_refused(body: bytes) -> None:
     """A body without a JSON object and a status string is a BadResponseError, never a status."""
     with pytest.raises(BadResponseError):
         parse_invocation(body)
+
+
+def _all_text(invocation: Invocation) -> list[str]:
+    fields = [invocation.status, invocation.error_message, invocation.payload]
+    return fields + [t for e in invocation.events for t in (e.status, e.event_detail)]
+
+
+@pytest.mark.parametrize(
+    ("body", "detail", "error"),
+    [
+        (
+            b'{"status":"Failed","events":[{"eventId":1,"eventDetail":"a\xff\xfeb"}]}',
+            "a\ufffd\ufffdb",
+            "",
+        ),
+        (b'{"status":"Failed","events":[{"eventId":1,"eventDetail":"a\\ud800b"}]}', "a\ufffdb", ""),
+        (
+            b'{"status":"Failed","events":[{"eventId":1,"eventDetail":"\\udc00\\ud800"}]}',
+            "\ufffd\ufffd",
+            "",
+        ),
+        (
+            b'{"status":"Failed","invocationErrorMessage":"\xc3(\\ud83d\\ude00"}',
+            "",
+            "\ufffd(\U0001f600",
+        ),
+        (b'{"status":"Failed","invocationErrorMessage":"ok","n\xff":"\\udfff"}', "", "ok"),
+        (
+            b'{"status":"Failed","invocationErrorMessage":"caf\xc3\xa9 \xe2\x82"}',
+            "",
+            "caf\xe9 \ufffd",
+        ),
+    ],
+    ids=[
+        "invalid-utf8",
+        "lone-high-surrogate",
+        "reversed-pair",
+        "cut-sequence-and-a-real-pair",
+        "only-in-an-unknown-key",
+        "truncated-multibyte",
+    ],
+)
+def test_undecodable_text_is_kept_as_replacement_characters(
+    body: bytes, detail: str, error: str
+) -> None:
+    """Invalid UTF-8 and escaped lone surrogates become U+FFFD: the status is read (a Failed is
+    never hidden behind a bad byte), and every string can be encoded wherever it goes next."""
+    invocation = parse_invocation(body)
+    assert invocation.status == "Failed"
+    assert invocation.error_message == error
+    assert [e.event_detail for e in invocation.events] == ([detail] if detail else [])
+    for text in _all_text(invocation):
+        text.encode("utf-8")  # SQLite, webhook bodies and log files all encode it
+
+
+def test_a_bad_byte_in_an_ignored_key_parses_as_without_it() -> None:
+    """The lenient reading validates exactly as the strict one: same fields, same defaults."""
+    clean = {"status": "Running", "startedTime": "2021-10-05T16:39:50Z", "events": None}
+    dirty = json.dumps(clean).encode()[:-1] + b', "junk": "\xff"}'
+    assert parse_invocation(dirty) == parse_invocation(json.dumps(clean).encode())
+    page = parse_page(b'{"tasks": [{"status": "Failed", "taskErrorMessage": "\\ud800"}]}')
+    assert page.invocations[0].error_message == "\ufffd"
+
+
+def test_oversized_text_is_cut_where_it_is_parsed() -> None:
+    """A megabyte eventDetail, error or payload is kept as its first ``STATE_TEXT_BYTES``,
+    marked; the status, the ids and the other events are untouched."""
+    huge = "x" * 1_048_576
+    body = {
+        "status": "Failed",
+        "invocationId": "job-1",
+        "invocationErrorMessage": huge,
+        "invocationPayload": huge,
+        "returnPayload": huge,
+        "events": [
+            {"eventId": 1, "status": "Running", "eventDetail": "short"},
+            {"eventId": 2, "status": "Failed", "eventDetail": huge},
+        ],
+    }
+    invocation = parse_invocation(json.dumps(body).encode())
+    marker = "… [truncated 1048576 -> 8192 bytes]"
+    for text in (invocation.error_message, invocation.payload, invocation.return_payload):
+        assert text.endswith(marker)
+        assert len(text.encode()) <= STATE_TEXT_BYTES
+    assert invocation.events[1].event_detail.endswith(marker)
+    assert (invocation.status, invocation.invocation_id) == ("Failed", "job-1")
+    assert (invocation.events[0].event_id, invocation.events[0].event_detail) == (1, "short")
+    page = parse_page(json.dumps({"invocations": [body]}).encode())
+    assert page.invocations[0] == invocation
 
 
 def test_unknown_status_is_not_terminal() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -11,7 +12,9 @@ from watcher.core.invocation import Api, FunctionRef, Invocation, InvocationRef
 from watcher.core.model import Snapshot, Transition
 from watcher.core.render import check_template, render, render_group
 from watcher.core.route import Route, Target, route
+from watcher.core.text import GROUP_ERROR_BYTES, MESSAGE_TEXT_BYTES
 from watcher.delivery.sinks._http import Reply, body_code, classify, redact_url
+from watcher.fc.models import parse_invocation
 
 
 def change(
@@ -168,6 +171,43 @@ def test_group_summary() -> None:
     message = render_group(burst)
     assert message.title.startswith("4 transitions of transcode: 3 failed, 1 expired")
     assert len(message.lines) == 4
+
+
+def _huge_failure() -> list[Transition]:
+    """A Failed invocation whose error and eventDetail were a megabyte each, as parsed."""
+    huge = "é" * 524_288  # a megabyte of two-byte characters: a cut must not split one
+    body = {
+        "status": "Failed",
+        "invocationErrorMessage": huge,
+        "invocationPayload": huge,
+        "events": [{"eventId": 1, "status": "Failed", "eventDetail": huge}],
+    }
+    invocation = parse_invocation(json.dumps(body).encode())
+    ref = InvocationRef(FunctionRef(Api.FC2, "transcode", "media", None), "job-1")
+    return list(decide.diff(None, invocation, ref=ref, observed_ms=0).transitions)
+
+
+def test_render_caps_oversized_text_with_a_marker() -> None:
+    """Each free-text line of a message is at most ``MESSAGE_TEXT_BYTES`` and says it was cut;
+    the template fields are capped the same way."""
+    event, change = _huge_failure()
+    lines = [*render(change).lines, *render(event).lines]
+    capped = [line for line in lines if line.startswith(("error: ", "payload: ", "detail: "))]
+    assert len(capped) == 5  # error and payload on both, the detail on the event
+    for line in capped:
+        label, _, text = line.partition(": ")
+        assert text.endswith(f" -> {MESSAGE_TEXT_BYTES} bytes]"), label
+        assert len(text.encode()) <= MESSAGE_TEXT_BYTES
+        assert text.startswith("é")
+    templated = render(event, template="{error}\n{eventDetail}")
+    for text in (templated.title, *templated.lines):
+        assert text.endswith(f" -> {MESSAGE_TEXT_BYTES} bytes]")
+        assert len(text.encode()) <= MESSAGE_TEXT_BYTES
+    group = render_group([change, change])
+    for line in group.lines:
+        error = line.partition(" (")[2].removesuffix(")")
+        assert error.endswith(f" -> {GROUP_ERROR_BYTES} bytes]")
+        assert len(error.encode()) <= GROUP_ERROR_BYTES
 
 
 def test_select_heads_and_select_due_keep_per_invocation_order() -> None:

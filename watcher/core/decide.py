@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 from watcher.core.invocation import Invocation, InvocationEvent, InvocationRef, Status
 from watcher.core.model import InvocationSummary, Snapshot, Transition, TransitionType
-from watcher.core.outcome import DiffResult, make_transition, settle
+from watcher.core.outcome import DiffResult, event_key, make_transition, settle
 
 # DiffResult is part of this module's interface: callers write ``decide.DiffResult``.
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "not_found",
     "poll_failed",
     "stuck",
+    "unseen_events",
 ]
 
 
@@ -33,6 +34,37 @@ def new_events(invocation: Invocation, high_water: int) -> list[InvocationEvent]
         if event.event_id > high_water:
             unique.setdefault(event.event_id, event)
     return [unique[event_id] for event_id in sorted(unique)]
+
+
+def unseen_events(before: Snapshot, current: Invocation) -> list[InvocationEvent]:
+    """The events not yet reported, oldest first.
+
+    While FC's numbering holds, those above the high-water mark. Once FC renumbered the events
+    (the one at the mark is gone, or is another event), the mark means nothing: the events after
+    the last one reported are new, found by its status and time, or if it is gone too, by time.
+    """
+    if _numbering_holds(before, current):
+        return new_events(current, before.event_high_water)
+    unique = {(e.event_id, e.status, e.timestamp_ms): e for e in current.events}
+    events = [unique[key] for key in sorted(unique)]
+    last = (before.last_event_status, before.last_event_ms)
+    anchors = [i for i, e in enumerate(events) if (e.status, e.timestamp_ms) == last]
+    later = [i for i, e in enumerate(events) if e.timestamp_ms > last[1]]
+    # Without an anchor, all from the first later event on: the last one returned is then the
+    # last listed, so the same body polled again finds it as the anchor with nothing after it.
+    start = anchors[-1] + 1 if anchors else (later[0] if later else len(events))
+    return events[start:]
+
+
+def _numbering_holds(before: Snapshot, current: Invocation) -> bool:
+    """Whether eventIds still mean what they meant when the high-water mark was set."""
+    mark, last = before.event_high_water, (before.last_event_status, before.last_event_ms)
+    if not mark or last == ("", 0):
+        return True  # nothing reported yet, or a snapshot that does not say what is at the mark
+    at_mark = next((e for e in current.events if e.event_id == mark), None)
+    if at_mark is None:  # gone: FC dropped old events (ids still go up) or renumbered downward
+        return not current.events or max(e.event_id for e in current.events) > mark
+    return (at_mark.status, at_mark.timestamp_ms) == last
 
 
 def diff(
@@ -51,10 +83,10 @@ def diff(
     """
     before = previous or Snapshot()
     poll = _Poll(ref, observed_ms, current, InvocationSummary.of(current), labels)
-    events = new_events(current, before.event_high_water)
+    events = unseen_events(before, current)
     change = _status_change(before, poll)
     # The order is part of the contract: recovery first, then events, then the status change.
-    transitions = [*_recovered(before, poll), *(_event(poll, event) for event in events)]
+    transitions = [*_recovered(before, poll), *(_event(before, poll, e) for e in events)]
     if change is not None:
         transitions.append(change)
     status_changes = before.status_changes + (0 if change is None else 1)
@@ -100,9 +132,10 @@ def _recovered(before: Snapshot, poll: _Poll) -> list[Transition]:
     return [poll.transition(TransitionType.POLL_RECOVERED, (before.failing_episode,))]
 
 
-def _event(poll: _Poll, event: InvocationEvent) -> Transition:
-    """One new FC event, keyed by its eventId alone: FC numbers events once per invocation."""
-    return poll.transition(TransitionType.EVENT, (event.event_id,), event=event)
+def _event(before: Snapshot, poll: _Poll, event: InvocationEvent) -> Transition:
+    """One new FC event (``event_key`` says how it is keyed)."""
+    key = event_key(event, before.event_high_water)
+    return poll.transition(TransitionType.EVENT, key, event=event)
 
 
 def _status_change(before: Snapshot, poll: _Poll) -> Transition | None:
@@ -137,7 +170,8 @@ def _after_poll(
         status=current.status,
         already_retried_times=current.already_retried_times,
         status_changes=status_changes,
-        event_high_water=last_event.event_id if last_event else before.event_high_water,
+        # The highest id ever reported: after FC renumbers downward, ids up to it stay taken.
+        event_high_water=max([before.event_high_water, *(e.event_id for e in events)]),
         started_ms=current.started_ms,
         end_ms=current.end_ms,
         error_message=current.error_message,

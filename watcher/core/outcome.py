@@ -19,6 +19,7 @@ from watcher.core.model import (
     TransitionType,
     transition_id,
 )
+from watcher.core.text import replace_surrogates
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,19 @@ def settle(
     if after == before:
         return DiffResult(before, tuple(transitions))
     return DiffResult(replace(after, changed_ms=observed_ms), tuple(transitions), True)
+
+
+def event_key(event: InvocationEvent, high_water: int) -> tuple[object, ...]:
+    """The key of an event's transition: its eventId alone while that id is above every id
+    reported (FC numbers events once per invocation; these ids are persisted, never change).
+
+    At or below the mark FC has renumbered the events, and the id may name an event already
+    reported under the old numbering: reusing its transition id would drop this event as a
+    duplicate. Its status and time make the key its own.
+    """
+    if event.event_id > high_water:
+        return (event.event_id,)
+    return (event.event_id, event.status, event.timestamp_ms)
 
 
 def make_transition(
@@ -72,6 +86,8 @@ def make_transition(
         previous_status=previous_status,
         event=event,
         invocation=invocation,
-        detail=detail,
+        # An FC error body may escape a lone surrogate into the message this quotes; the outbox,
+        # webhooks and files encode the detail as UTF-8, which a surrogate would make fail.
+        detail=replace_surrogates(detail),
         labels=dict(labels or {}),
     )

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from watcher.core.invocation import Api
 from watcher.core.model import Transition, TransitionType
+from watcher.core.text import GROUP_ERROR_BYTES, MESSAGE_TEXT_BYTES, truncate
 
 TEMPLATE_FIELDS = frozenset(
     {
@@ -37,7 +38,6 @@ TEMPLATE_FIELDS = frozenset(
         "severity",
     }
 )
-EXCERPT_CHARS = 300
 GROUP_LINES = 20
 
 
@@ -97,11 +97,11 @@ def _fields(transition: Transition, region: str | None, severity: str) -> dict[s
         "qualifier": fn.qualifier or "",
         "invocationId": transition.ref.invocation_id,
         "retries": str(summary.already_retried_times) if summary else "",
-        "error": summary.error_message if summary else "",
+        "error": truncate(summary.error_message, MESSAGE_TEXT_BYTES) if summary else "",
         "eventId": str(event.event_id) if event else "",
         "eventStatus": event.status if event else "",
-        "eventDetail": event.event_detail if event else "",
-        "detail": transition.detail,
+        "eventDetail": truncate(event.event_detail, MESSAGE_TEXT_BYTES) if event else "",
+        "detail": truncate(transition.detail, MESSAGE_TEXT_BYTES),
         "observed": datetime.fromtimestamp(transition.observed_ms / 1000, UTC).isoformat(
             timespec="seconds"
         ),
@@ -156,17 +156,14 @@ def render(
     if summary is not None:
         if summary.already_retried_times:
             lines.append(f"retries: {summary.already_retried_times}")
-        if summary.error_message:
-            lines.append(f"error: {summary.error_message}")
+        if fields["error"]:
+            lines.append(f"error: {fields['error']}")
         if summary.payload_excerpt:
-            excerpt = summary.payload_excerpt[:EXCERPT_CHARS]
-            lines.append(
-                f"payload: {excerpt}{'...' if len(summary.payload_excerpt) > EXCERPT_CHARS else ''}"
-            )
-    if transition.event is not None and transition.event.event_detail:
-        lines.append(f"detail: {transition.event.event_detail[:EXCERPT_CHARS]}")
-    if transition.detail:
-        lines.append(transition.detail)
+            lines.append(f"payload: {truncate(summary.payload_excerpt, MESSAGE_TEXT_BYTES)}")
+    if fields["eventDetail"]:
+        lines.append(f"detail: {fields['eventDetail']}")
+    if fields["detail"]:
+        lines.append(fields["detail"])
     if fn_qualifier := transition.ref.function_ref.qualifier:
         lines.append(f"qualifier: {fn_qualifier}")
     return Message(title_of(transition), tuple(lines), severity, link)
@@ -202,7 +199,8 @@ def render_group(
     for transition in transitions[:GROUP_LINES]:
         one = render(transition, region=region, severity=severity, template=template)
         error = transition.invocation.error_message if transition.invocation else ""
-        lines.append(f"- {one.title}" + (f" ({error[:120]})" if error and not template else ""))
+        error = truncate(error, GROUP_ERROR_BYTES)
+        lines.append(f"- {one.title}" + (f" ({error})" if error and not template else ""))
     if len(transitions) > GROUP_LINES:
         lines.append(f"- and {len(transitions) - GROUP_LINES} more")
     links = {console_url(t, region) for t in transitions}

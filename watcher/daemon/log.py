@@ -13,6 +13,8 @@ from typing import Literal, TextIO
 
 import structlog
 
+from watcher.core.text import cap_log_fields
+
 LogFormat = Literal["auto", "json", "console"]
 
 
@@ -76,6 +78,8 @@ def configure_logging(
             # A traceback as text in one field, for the rare event that carries one (a bug);
             # never local variables, which could hold a secret. The console renders its own.
             *([] if use_console else [structlog.processors.format_exc_info]),
+            # A 1 MB eventDetail must not become a 1 MB line: journald splits at 48 KiB.
+            cap_log_fields,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(

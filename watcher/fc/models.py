@@ -6,13 +6,17 @@ into a ``BadResponseError`` (never a guessed status). It does no I/O.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import AliasChoices, Field, ValidationError
 
-from watcher.core.invocation import Api, Invocation, Text, _Wire
+from watcher.core.invocation import Api, Invocation, InvocationEvent, Text, _Wire
+from watcher.core.text import STATE_TEXT_BYTES, replace_surrogates, truncate
 from watcher.fc.errors import BadResponseError
+
+_Body = TypeVar("_Body", bound=_Wire)
 
 
 class InvocationPage(_Wire):
@@ -30,20 +34,71 @@ def _describe(error: ValidationError) -> str:
     return f"{where}: {first['msg']}"
 
 
+def _clean_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Every string that can become a field is a member of some object, so cleaning members as
+    # the JSON is read reaches all of them without walking the document.
+    return {
+        replace_surrogates(key): replace_surrogates(value) if isinstance(value, str) else value
+        for key, value in pairs
+    }
+
+
+def _validate(model: type[_Body], body: bytes, what: str) -> _Body:
+    """Validate ``body``; if it is not strict JSON, read it leniently and validate that.
+
+    The strict parser (fast, and most bodies) refuses invalid UTF-8 and lone surrogate escapes.
+    FC passes through whatever bytes a function logged, and refusing the body would hide the
+    invocation's outcome forever, so such bytes become U+FFFD. A body that is not JSON even so
+    is still refused.
+    """
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        if exc.errors()[0]["type"] != "json_invalid":
+            raise BadResponseError(f"{what} body rejected ({_describe(exc)})") from None
+    try:
+        document = json.loads(body.decode("utf-8", "replace"), object_pairs_hook=_clean_object)
+    except (ValueError, RecursionError) as exc:
+        detail = f"{exc.msg} at char {exc.pos}" if isinstance(exc, json.JSONDecodeError) else exc
+        raise BadResponseError(f"{what} body rejected (body: not JSON: {detail})") from None
+    try:
+        return model.model_validate(document)
+    except ValidationError as exc:
+        raise BadResponseError(f"{what} body rejected ({_describe(exc)})") from None
+
+
+def _event_within_cap(event: InvocationEvent) -> InvocationEvent:
+    detail = truncate(event.event_detail, STATE_TEXT_BYTES)
+    return (
+        event if detail is event.event_detail else event.model_copy(update={"event_detail": detail})
+    )
+
+
+def _within_cap(invocation: Invocation) -> Invocation:
+    """``invocation`` with its free text cut to ``STATE_TEXT_BYTES`` (marked), so a megabyte
+    never reaches the state, a message or a log line. Ids, statuses and keys are never cut."""
+    update: dict[str, Any] = {}
+    for name in ("error_message", "payload", "return_payload"):
+        value: str = getattr(invocation, name)
+        capped = truncate(value, STATE_TEXT_BYTES)
+        if capped is not value:
+            update[name] = capped
+    events = tuple(_event_within_cap(event) for event in invocation.events)
+    if any(new is not old for new, old in zip(events, invocation.events, strict=True)):
+        update["events"] = events
+    return invocation.model_copy(update=update) if update else invocation
+
+
 def parse_invocation(body: bytes) -> Invocation:
     """Parse a Get response body, or raise ``BadResponseError`` (never guess a status)."""
-    try:
-        return Invocation.model_validate_json(body)
-    except ValidationError as exc:
-        raise BadResponseError(f"invocation body rejected ({_describe(exc)})") from None
+    return _within_cap(_validate(Invocation, body, "invocation"))
 
 
 def parse_page(body: bytes) -> InvocationPage:
     """Parse a List response body, or raise ``BadResponseError``."""
-    try:
-        return InvocationPage.model_validate_json(body)
-    except ValidationError as exc:
-        raise BadResponseError(f"list body rejected ({_describe(exc)})") from None
+    page = _validate(InvocationPage, body, "list")
+    invocations = tuple(_within_cap(invocation) for invocation in page.invocations)
+    return page.model_copy(update={"invocations": invocations})
 
 
 SortOrder = Literal["asc", "desc"]
