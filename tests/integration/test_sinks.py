@@ -262,9 +262,9 @@ async def test_slack_blocks_and_429(
 ) -> None:
     """Slack gets blocks plus a text fallback; its 429 carries Retry-After into the retry."""
     receiver.answer((200, "ok"), (429, "rate_limited", {"Retry-After": "30"}))
-    sink = sink_for(
-        {"name": "slack", "type": "slack", "url": receiver.url + "/services/T/B/X"}, http_session
-    )
+    # No rate of our own: the 429 must come from the receiver, not wait a second for a token.
+    settings = {"name": "slack", "type": "slack", "url": receiver.url + "/services/T/B/X"}
+    sink = sink_for({**settings, "rate_limit_per_s": None}, http_session)
     await sink.send([Outgoing(failed())])
     payload = receiver.json_bodies()[0]
     assert "Failed" in payload["text"]

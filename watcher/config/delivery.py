@@ -2,21 +2,24 @@
 
 Part of the config tree validated by ``watcher.config``. Every secret (webhook secrets, robot
 tokens, whole robot URLs, which carry their token) is a ``SecretStr``, so none prints. A sink's
-batch size, concurrency and grouping wait have their kind's default here, as fields, so there is
-one place to read and to override them; a kind has only the ones that make sense for it.
+batch size, concurrency, rate limits and grouping wait have their kind's default here, as
+fields, so there is one place to read and to override them; a kind has only the ones that make
+sense for it. Every sink but ``log`` has ``concurrency`` and ``rate_limit_per_s``.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
     SecretStr,
     field_validator,
+    model_validator,
 )
 
 SinkName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
@@ -40,7 +43,11 @@ HttpUrl = Annotated[SecretStr, AfterValidator(_http_url)]
 
 
 class _Delivery(_Section):
-    """What every sink shares: retry and give-up policy."""
+    """What every sink but ``log`` shares: retry and give-up policy, and the receiver's limits.
+
+    A send held by ``concurrency`` or ``rate_limit_per_s`` waits; it is not an attempt and
+    never fails or dead-letters for being held.
+    """
 
     name: SinkName
     timeout_s: float = Field(10.0, gt=0, le=300)
@@ -48,6 +55,12 @@ class _Delivery(_Section):
     backoff_cap_s: float = Field(600.0, gt=0)
     max_age_s: float = Field(86_400.0, gt=0)
     """A row not delivered this long after it was committed is dead-lettered."""
+    concurrency: int = Field(1, ge=1, le=256)
+    """Requests in flight at once. Above 1 each request carries one transition (one row of an
+    invocation in flight at most, so order per invocation holds), so there is no batching."""
+    rate_limit_per_s: float | None = Field(None, gt=0, le=10_000)
+    """At most this many requests a second (a token bucket: bursts of up to one second's worth,
+    at least one); null: no cap of its own."""
 
 
 class ChatSinkSettings(_Delivery):
@@ -56,6 +69,7 @@ class ChatSinkSettings(_Delivery):
     url: HttpUrl
     group_wait_s: float = Field(10.0, ge=0, le=3600)
     max_per_minute: int = Field(20, ge=1, le=10_000)
+    """The robot's own window: at most this many messages in any 60 seconds."""
     max_group: int = Field(50, ge=1, le=500)
     """The most transitions one message carries (the robot's batch size)."""
 
@@ -87,8 +101,19 @@ class WebhookSinkSettings(_Delivery):
     secret: SecretStr | None = None
     """``whsec_`` + base64 of 24 to 64 random bytes."""
     headers: dict[str, SecretStr] = Field(default_factory=dict)
-    max_in_flight: int = Field(16, ge=1, le=256)
-    """POSTs that may run at once, each for a different invocation (1: one at a time)."""
+    concurrency: int = Field(
+        16, ge=1, le=256, validation_alias=AliasChoices("concurrency", "max_in_flight")
+    )
+    """POSTs that may run at once, each for a different invocation (1: one at a time).
+    ``max_in_flight``, its old name, is still accepted."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_name_for_concurrency(cls, data: Any) -> Any:
+        # Both given would otherwise read as "max_in_flight: Extra inputs are not permitted".
+        if isinstance(data, dict) and "concurrency" in data and "max_in_flight" in data:
+            raise ValueError("give concurrency or its old name max_in_flight, not both")
+        return data
 
     @field_validator("secret")
     @classmethod
@@ -128,6 +153,8 @@ class FeishuSinkSettings(SignedChatSinkSettings):
 
     type: Literal["feishu"]
     max_per_minute: int = Field(100, ge=1, le=10_000)
+    rate_limit_per_s: float | None = Field(5.0, gt=0, le=10_000)
+    """Feishu allows 100 a minute and 5 a second per bot."""
 
 
 class WeComSinkSettings(ChatSinkSettings):
@@ -141,6 +168,8 @@ class SlackSinkSettings(ChatSinkSettings):
 
     type: Literal["slack"]
     max_per_minute: int = Field(60, ge=1, le=10_000)
+    rate_limit_per_s: float | None = Field(1.0, gt=0, le=10_000)
+    """Slack allows about one message a second per incoming webhook."""
 
 
 class AlertmanagerSinkSettings(_Delivery):

@@ -1,9 +1,10 @@
-"""What the chat-robot sinks share: a rate window each, grouping, markdown, the send path.
+"""What the chat-robot sinks share: rate limits each, grouping, markdown, the send path.
 
 A burst routed to one robot within ``group_wait_s`` arrives as one batch (the dispatcher holds
 it) and becomes one message, so twelve failures are one readable message, not twelve, and the
-robot's 20-a-minute limit is respected by the rate window besides (``hold.RateWindow``: the
-sink records its sends there and the dispatcher's hold stage reads it through ``wait_s``).
+robot's limits (``max_per_minute``, a sliding window, and ``rate_limit_per_s``) are respected
+besides: the ``Sink`` base class holds and records each message under them, and the
+dispatcher's hold stage reads them through ``wait_s``.
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ import aiohttp
 
 from watcher.config.delivery import ChatSinkSettings, SignedChatSinkSettings
 from watcher.core.render import Message, render_group
-from watcher.delivery.hold import RateWindow
 from watcher.delivery.sinks._http import body_code, classify, post
-from watcher.delivery.sinks.base import Batching, Outgoing, Sink
+from watcher.delivery.sinks.base import REAL_TIME, Batching, Outgoing, Sink, Timer
 
 SEVERITY_ORDER = {"info": 0, "warning": 1, "critical": 2}
 
@@ -68,28 +68,34 @@ class ChatSink(Sink):
         *,
         region: str | None = None,
         extra_secrets: tuple[str, ...] = (),
+        timer: Timer = REAL_TIME,
     ) -> None:
-        # One message at a time: the robot's rate window counts messages, and grouping is the
-        # point, so concurrency would only spend the window faster.
-        batching = Batching(max_batch=settings.max_group, group_wait_s=settings.group_wait_s)
-        super().__init__(settings.name, batching)
+        # One message at a time by default: the robot's window counts messages, and grouping
+        # is the point; a concurrency above 1 sends one transition a message, side by side.
+        batching = Batching(
+            max_batch=settings.max_group,
+            max_in_flight=settings.concurrency,
+            group_wait_s=settings.group_wait_s,
+        )
+        super().__init__(
+            settings.name,
+            batching,
+            rate_per_s=settings.rate_limit_per_s,
+            per_minute=settings.max_per_minute,
+            timer=timer,
+        )
         self._url = settings.url.get_secret_value()
         self._timeout_s = settings.timeout_s
         self._session = session
         self._region = region
-        self._window = RateWindow(settings.max_per_minute)
         self._secrets = tuple(v for v in (self._url, *extra_secrets) if v)
-
-    def wait_s(self) -> float:
-        return self._window.wait_s()
 
     def request(self, message: Message) -> tuple[str, bytes]:
         """The URL and the JSON body that carry ``message`` to this robot."""
         raise NotImplementedError
 
-    async def send(self, batch: Sequence[Outgoing]) -> None:
+    async def deliver(self, batch: Sequence[Outgoing]) -> None:
         url, body = self.request(group_message(batch, self._region))
-        self._window.record()
         reply = await post(
             self._session, url, body, timeout_s=self._timeout_s, secrets=self._secrets
         )
@@ -109,7 +115,10 @@ class SignedChatSink(ChatSink):
         *,
         region: str | None = None,
         clock: Callable[[], float] = time.time,
+        timer: Timer = REAL_TIME,
     ) -> None:
         self._secret = settings.secret.get_secret_value() if settings.secret else None
-        super().__init__(settings, session, region=region, extra_secrets=(self._secret or "",))
+        super().__init__(
+            settings, session, region=region, extra_secrets=(self._secret or "",), timer=timer
+        )
         self._clock = clock

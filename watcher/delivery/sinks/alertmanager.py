@@ -19,7 +19,7 @@ from watcher.config.delivery import AlertmanagerSinkSettings
 from watcher.core.model import TransitionType
 from watcher.core.render import console_url, render
 from watcher.delivery.sinks._http import classify, post
-from watcher.delivery.sinks.base import Batching, Outgoing, Sink
+from watcher.delivery.sinks.base import REAL_TIME, Batching, Outgoing, Sink, Timer
 
 _ALERT_NAMES = {
     TransitionType.EVENT: "FCInvocationEvent",
@@ -76,8 +76,14 @@ class AlertmanagerSink(Sink):
         session: aiohttp.ClientSession,
         *,
         region: str | None = None,
+        timer: Timer = REAL_TIME,
     ) -> None:
-        super().__init__(settings.name, Batching(max_batch=settings.max_batch))
+        super().__init__(
+            settings.name,
+            Batching(max_batch=settings.max_batch, max_in_flight=settings.concurrency),
+            rate_per_s=settings.rate_limit_per_s,
+            timer=timer,
+        )
         self._url = settings.url.get_secret_value().rstrip("/") + "/api/v2/alerts"
         self._headers = {k: v.get_secret_value() for k, v in settings.headers.items()}
         self._ends_after_s = settings.ends_after_s
@@ -86,7 +92,7 @@ class AlertmanagerSink(Sink):
         self._region = region
         self._secrets = (settings.url.get_secret_value(), *self._headers.values())
 
-    async def send(self, batch: Sequence[Outgoing]) -> None:
+    async def deliver(self, batch: Sequence[Outgoing]) -> None:
         alerts = [alert(i, region=self._region, ends_after_s=self._ends_after_s) for i in batch]
         reply = await post(
             self._session,

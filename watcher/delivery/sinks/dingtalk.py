@@ -15,6 +15,7 @@ import aiohttp
 from watcher.config.delivery import DingTalkSinkSettings
 from watcher.core.render import Message
 from watcher.delivery.sinks._chat import SignedChatSink, cap_utf8, markdown
+from watcher.delivery.sinks.base import REAL_TIME, Timer
 
 SEND_TOO_FAST = 130101  # "send too fast, exceed 20 times per minute"
 
@@ -45,8 +46,9 @@ class DingTalkSink(SignedChatSink):
         *,
         region: str | None = None,
         clock: Callable[[], float] = time.time,
+        timer: Timer = REAL_TIME,
     ) -> None:
-        super().__init__(settings, session, region=region, clock=clock)
+        super().__init__(settings, session, region=region, clock=clock, timer=timer)
         self._mentions = list(settings.at_mobiles)
 
     def request(self, message: Message) -> tuple[str, bytes]:

@@ -10,22 +10,31 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 from collections.abc import Sequence
 from typing import IO
 
 from watcher.config.delivery import FileSinkSettings
-from watcher.delivery.sinks.base import Batching, Outgoing, Sink, SinkError
+from watcher.delivery.sinks.base import REAL_TIME, Batching, Outgoing, Sink, SinkError, Timer
 
 
 class FileSink(Sink):
     """Appends transitions to a file."""
 
-    def __init__(self, settings: FileSinkSettings) -> None:
-        # One writer at a time: concurrent appends from worker threads could interleave lines.
-        super().__init__(settings.name, Batching(max_batch=settings.max_batch))
+    def __init__(self, settings: FileSinkSettings, *, timer: Timer = REAL_TIME) -> None:
+        # One write at a time by default: a batch a write is one fsync for many lines.
+        super().__init__(
+            settings.name,
+            Batching(max_batch=settings.max_batch, max_in_flight=settings.concurrency),
+            rate_per_s=settings.rate_limit_per_s,
+            timer=timer,
+        )
         self._path = settings.path
         self._handle: IO[str] | None = None
         self._reopen = False
+        # With concurrency above 1 writes run in several worker threads: appends to one handle
+        # could interleave lines, and a reopen could close the handle under another write.
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"FileSink(name={self.name!r}, path={self._path!r})"
@@ -36,17 +45,18 @@ class FileSink(Sink):
         self._reopen = True
 
     def _write(self, lines: str) -> None:
-        if self._reopen and self._handle is not None:
-            self._handle.close()
-            self._handle = None
-        self._reopen = False
-        if self._handle is None:
-            self._handle = open(self._path, "a", encoding="utf-8")  # noqa: SIM115 (kept open)
-        self._handle.write(lines)
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        with self._lock:
+            if self._reopen and self._handle is not None:
+                self._handle.close()
+                self._handle = None
+            self._reopen = False
+            if self._handle is None:
+                self._handle = open(self._path, "a", encoding="utf-8")  # noqa: SIM115 (kept open)
+            self._handle.write(lines)
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
 
-    async def send(self, batch: Sequence[Outgoing]) -> None:
+    async def deliver(self, batch: Sequence[Outgoing]) -> None:
         lines = "".join(
             json.dumps({**item.transition.to_dict(), "severity": item.severity}, ensure_ascii=False)
             + "\n"

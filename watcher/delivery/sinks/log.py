@@ -69,7 +69,7 @@ class LogSink(Sink):
         self._level = settings.level
         self._log = structlog.get_logger("watcher.transitions").bind(sink=settings.name)
 
-    async def send(self, batch: Sequence[Outgoing]) -> None:
+    async def deliver(self, batch: Sequence[Outgoing]) -> None:
         for item in batch:
             level = "warning" if is_alarming(item.transition) else self._level
             getattr(self._log, level)("transition", **log_fields(item.transition))

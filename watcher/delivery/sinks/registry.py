@@ -19,7 +19,7 @@ from watcher.config.delivery import (
 )
 from watcher.delivery.record import DeliveryPolicy
 from watcher.delivery.sinks.alertmanager import AlertmanagerSink
-from watcher.delivery.sinks.base import Sink
+from watcher.delivery.sinks.base import REAL_TIME, Sink, Timer
 from watcher.delivery.sinks.dingtalk import DingTalkSink
 from watcher.delivery.sinks.feishu import FeishuSink
 from watcher.delivery.sinks.file import FileSink
@@ -29,25 +29,31 @@ from watcher.delivery.sinks.webhook import WebhookSink
 from watcher.delivery.sinks.wecom import WeComSink
 
 
-def build_sink(entry: SinkSettings, session: aiohttp.ClientSession, region: str | None) -> Sink:
-    """The sink for one config entry."""
+def build_sink(
+    entry: SinkSettings,
+    session: aiohttp.ClientSession,
+    region: str | None,
+    *,
+    timer: Timer = REAL_TIME,
+) -> Sink:
+    """The sink for one config entry; ``timer`` is the time its rate limits run on."""
     match entry:
         case LogSinkSettings():
             return LogSink(entry)
         case FileSinkSettings():
-            return FileSink(entry)
+            return FileSink(entry, timer=timer)
         case WebhookSinkSettings():
-            return WebhookSink(entry, session)
+            return WebhookSink(entry, session, timer=timer)
         case DingTalkSinkSettings():
-            return DingTalkSink(entry, session, region=region)
+            return DingTalkSink(entry, session, region=region, timer=timer)
         case FeishuSinkSettings():
-            return FeishuSink(entry, session, region=region)
+            return FeishuSink(entry, session, region=region, timer=timer)
         case WeComSinkSettings():
-            return WeComSink(entry, session, region=region)
+            return WeComSink(entry, session, region=region, timer=timer)
         case SlackSinkSettings():
-            return SlackSink(entry, session, region=region)
+            return SlackSink(entry, session, region=region, timer=timer)
         case AlertmanagerSinkSettings():
-            return AlertmanagerSink(entry, session, region=region)
+            return AlertmanagerSink(entry, session, region=region, timer=timer)
 
 
 def build_sinks(

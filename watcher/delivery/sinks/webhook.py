@@ -18,7 +18,7 @@ from standardwebhooks.webhooks import Webhook
 
 from watcher.config.delivery import WebhookSinkSettings
 from watcher.delivery.sinks._http import classify, post
-from watcher.delivery.sinks.base import Batching, Outgoing, Sink
+from watcher.delivery.sinks.base import REAL_TIME, Batching, Outgoing, Sink, Timer
 
 
 def webhook_body(item: Outgoing) -> bytes:
@@ -41,10 +41,16 @@ class WebhookSink(Sink):
         session: aiohttp.ClientSession,
         *,
         clock: Callable[[], float] = time.time,
+        timer: Timer = REAL_TIME,
     ) -> None:
         # One transition a request, so a burst goes out side by side rather than in batches;
         # a batch of several would be re-sent whole when any one of its POSTs failed.
-        super().__init__(settings.name, Batching(max_in_flight=settings.max_in_flight))
+        super().__init__(
+            settings.name,
+            Batching(max_in_flight=settings.concurrency),
+            rate_per_s=settings.rate_limit_per_s,
+            timer=timer,
+        )
         self._url = settings.url.get_secret_value()
         self._signer = Webhook(settings.secret.get_secret_value()) if settings.secret else None
         self._headers = {k: v.get_secret_value() for k, v in settings.headers.items()}
@@ -61,7 +67,7 @@ class WebhookSink(Sink):
             if value
         )
 
-    async def send(self, batch: Sequence[Outgoing]) -> None:
+    async def deliver(self, batch: Sequence[Outgoing]) -> None:
         for item in batch:
             body = webhook_body(item)
             now = datetime.fromtimestamp(int(self._clock()), UTC)
