@@ -181,6 +181,8 @@ async def receiver() -> AsyncIterator[Receiver]:
     await started.stop()
 
 
+pytest_plugins = ["tests.programs"]
+
 _REPORT_KEY = pytest.StashKey[list[str]]()
 
 

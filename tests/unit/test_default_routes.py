@@ -45,7 +45,7 @@ def other(kind: TransitionType) -> Transition:
         (other(TransitionType.STUCK), "warning"),
         (other(TransitionType.NOT_FOUND), "warning"),
         (other(TransitionType.POLL_FAILING), "warning"),
-        (other(TransitionType.POLL_RECOVERED), None),
+        (other(TransitionType.POLL_RECOVERED), "info"),
         (other(TransitionType.EVENT), None),
     ],
 )

@@ -96,7 +96,8 @@ def alert_worthy(transition: Transition) -> str | None:
     """The severity to alert with when no routes are configured, or None for log only.
 
     A bad ending is critical; the first Retrying of an invocation (not each retry after it),
-    a stuck, a vanished or an unpollable invocation is a warning.
+    a stuck, a vanished or an unpollable invocation is a warning; polling that recovers after
+    ``poll_failing`` is the info that clears it.
     """
     if transition.type is TransitionType.STATUS_CHANGED:
         if transition.status in FAILURE_STATUSES:
@@ -106,6 +107,8 @@ def alert_worthy(transition: Transition) -> str | None:
         if transition.status == "Retrying" and transition.previous_status != "Retrying":
             return "warning" if first_retry else None
         return None
+    if transition.type is TransitionType.POLL_RECOVERED:
+        return "info"  # the all-clear for a poll_failing alert (Alertmanager resolves it)
     return "warning" if transition.type in _ALERT_TYPES else None
 
 
@@ -194,4 +197,5 @@ def effective_routes(
         rows.append(("first status=Retrying of an invocation", sinks, "warning"))
         kinds = "|".join(sorted(t.value for t in _ALERT_TYPES))
         rows.append((f"type={kinds}", sinks, "warning"))
+        rows.append((f"type={TransitionType.POLL_RECOVERED.value}", sinks, "info"))
     return rows
