@@ -12,7 +12,9 @@ from watcher.core.invocation import Api, FunctionRef, Invocation, InvocationRef
 from watcher.core.route import Target
 from watcher.daemon.status import render_status
 from watcher.store.errors import StateStoreError
+from watcher.store.records import SinkHealthRecord
 from watcher.store.sqlite import SCHEMA_VERSION, SqliteStore
+from watcher.store.sqlite.schema import _MIGRATIONS
 
 REF = InvocationRef(FunctionRef(Api.FC2, "fn", "svc", "LATEST"), "job-1")
 
@@ -160,3 +162,48 @@ async def test_status_reads_without_writing(tmp_path: Path) -> None:
     assert '"status": "Failed"' in await render_status(path, as_json=True)
     with pytest.raises(StateStoreError, match="does not exist"):
         await render_status(tmp_path / "nope.db", as_json=False)
+
+
+async def test_own_failures_are_counted_apart_from_attempts(tmp_path: Path) -> None:
+    """A failure the sink's outage caused counts as an attempt, not as the row's own failure;
+    redeliver starts both afresh; a sink's circuit round-trips, one row per sink."""
+    store = await SqliteStore.open(tmp_path / "state.db")
+    await _commit(store, _failed_result(), ("hook",))
+    first, _ = await store.pending("hook", 10)
+    await store.mark_retry([first.seq], 5000, "HTTP 500")
+    await store.mark_retry([first.seq], 6000, "cannot reach", own_failure=False)
+    again, _ = await store.pending("hook", 10)
+    assert (again.attempts, again.row_failures, again.next_attempt_ms) == (2, 1, 6000)
+    assert await store.pending_count("hook") == 2
+    await store.mark_dead([first.seq], 7000, "gone")
+    assert await store.redeliver(sink="hook", transition_id=None, now_ms=8000) == 1
+    redelivered, _ = await store.pending("hook", 10)
+    assert (redelivered.attempts, redelivered.row_failures) == (0, 0)
+    down = SinkHealthRecord("hook", False, 100, 90, "HTTP 503")
+    await store.save_sink_health(down)
+    assert await store.sink_health() == [down]
+    up = SinkHealthRecord("hook", True, 200, 200, "HTTP 503")
+    await store.save_sink_health(up)
+    assert await store.sink_health() == [up]
+    await store.close()
+
+
+async def test_migrates_a_version_4_outbox_keeping_its_rows(tmp_path: Path) -> None:
+    """Rows queued before sink health (version 4) keep their attempts and start with no own
+    failures; the sink health table starts empty."""
+    path = tmp_path / "state.db"
+    old = sqlite3.connect(path, isolation_level=None)
+    for steps in _MIGRATIONS[:4]:
+        for statement in steps:
+            old.execute(statement)
+    old.execute("PRAGMA user_version = 4")
+    old.execute(
+        "INSERT INTO outbox (transition_id, invocation_key, sink, attempts, created_ms) "
+        "VALUES ('tr_1', 'k', 'hook', 5, 1)"
+    )
+    old.close()
+    store = await SqliteStore.open(path)
+    (row,) = await store.pending("hook", 10)
+    assert (row.attempts, row.row_failures) == (5, 0)
+    assert await store.sink_health() == []
+    await store.close()

@@ -218,7 +218,9 @@ POLICY = DeliveryPolicy(backoff_base_s=2.0, backoff_cap_s=600.0, max_age_s=3600.
 def test_verdict(
     error: SinkError, age_s: int, attempts: int, expected: Dead | tuple[float, float]
 ) -> None:
-    row = OutboxRow(1, "tr_1", "a", attempts, 0, NOW - age_s * 1000)
+    # Every attempt here was the row's own failure: its backoff grows by those alone (see
+    # test_sink_health.py for failures that were the sink's).
+    row = OutboxRow(1, "tr_1", "a", attempts, 0, NOW - age_s * 1000, row_failures=attempts)
     rng = random.Random(7)
     before = rng.getstate()
     outcome = verdict(row, error, POLICY, NOW, rng)

@@ -51,7 +51,8 @@ class _Delivery(_Section):
 
     name: SinkName
     timeout_s: float = Field(10.0, gt=0, le=300)
-    backoff_base_s: float = Field(2.0, gt=0)
+    backoff_base_s: float = Field(1.0, gt=0)
+    """A row's first retry on a healthy sink comes within this (full jitter), then doubles."""
     backoff_cap_s: float = Field(600.0, gt=0)
     max_age_s: float = Field(86_400.0, gt=0)
     """A row not delivered this long after it was committed is dead-lettered."""

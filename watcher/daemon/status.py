@@ -1,13 +1,18 @@
-"""``fc-watcher status``: what the state DB knows, as a table or as JSON. Read-only."""
+"""``fc-watcher status``: what the state DB knows, as a table or as JSON. Read-only.
+
+Invocations, the outbox, dead letters, and each sink's health as the daemon last recorded it
+(its circuit is written when it opens or closes, so this shows an outage while it lasts).
+"""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from watcher.store.records import DeadLetter, InvocationRow
+from watcher.store.records import DeadLetter, InvocationRow, SinkBacklog, SinkHealthRecord
 from watcher.store.sqlite import SqliteStore
 
 
@@ -57,25 +62,79 @@ def _dead_dict(letter: DeadLetter) -> dict[str, Any]:
     }
 
 
-async def _read(
-    path: Path,
-) -> tuple[list[dict[str, Any]], dict[str, int], list[dict[str, Any]]]:
+def _sink_dicts(health: list[SinkHealthRecord], backlog: list[SinkBacklog]) -> list[dict[str, Any]]:
+    """One entry per sink known to the outbox or to sink health; a sink whose circuit never
+    opened is healthy."""
+    by_health = {record.sink: record for record in health}
+    by_backlog = {row.sink: row for row in backlog}
+    sinks = []
+    for name in sorted(by_health.keys() | by_backlog.keys()):
+        record, rows = by_health.get(name), by_backlog.get(name)
+        healthy = record is None or record.healthy
+        sinks.append(
+            {
+                "sink": name,
+                "state": "healthy" if healthy else "unhealthy",
+                "sinceMs": record.since_ms if record else None,
+                "lastSuccessMs": (record.last_success_ms or None) if record else None,
+                "lastError": (record.last_error or None) if record else None,
+                "pending": rows.pending if rows else 0,
+                "dead": rows.dead if rows else 0,
+                "oldestPendingMs": (rows.oldest_created_ms or None) if rows else None,
+            }
+        )
+    return sinks
+
+
+async def _read(path: Path) -> dict[str, Any]:
     store = await SqliteStore.open(path, readonly=True)
     try:
-        rows = [_row_dict(row) for row in await store.invocation_rows()]
-        outbox = await store.outbox_counts()
-        dead = [_dead_dict(letter) for letter in await store.dead_letters()]
+        return {
+            "invocations": [_row_dict(row) for row in await store.invocation_rows()],
+            "outbox": await store.outbox_counts(),
+            "deadLetters": [_dead_dict(letter) for letter in await store.dead_letters()],
+            "sinks": _sink_dicts(await store.sink_health(), await store.outbox_by_sink()),
+        }
     finally:
         await store.close()
-    return rows, outbox, dead
+
+
+def _columns(table: Sequence[Sequence[str]]) -> list[str]:
+    """``table`` as lines of left-aligned columns."""
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in table
+    ]
+
+
+def _sink_lines(sinks: list[dict[str, Any]], now: int) -> list[str]:
+    """The SINK HEALTH block: state, since when, last success, backlog, last error."""
+    table = [("SINK", "STATE", "SINCE", "LAST SUCCESS", "PENDING", "DEAD", "LAST ERROR")]
+    for sink in sinks:
+        unhealthy = sink["state"] == "unhealthy"
+        last_success = sink["lastSuccessMs"] if unhealthy else None
+        table.append(
+            (
+                sink["sink"],
+                sink["state"],
+                _age(sink["sinceMs"] or 0, now),
+                _age(last_success or 0, now) + (" ago" if last_success else ""),
+                str(sink["pending"]),
+                str(sink["dead"]),
+                (sink["lastError"] or "-")[:120] if unhealthy else "-",
+            )
+        )
+    return ["SINK HEALTH", *_columns(table)]
 
 
 async def render_status(path: Path, *, as_json: bool, now_ms: int | None = None) -> str:
     """The status report for the state DB at ``path``."""
     now = int(time.time() * 1000) if now_ms is None else now_ms
-    rows, outbox, dead = await _read(path)
+    report = await _read(path)
     if as_json:
-        return json.dumps({"invocations": rows, "outbox": outbox, "deadLetters": dead}, indent=2)
+        return json.dumps(report, indent=2)
+    rows, outbox, dead = report["invocations"], report["outbox"], report["deadLetters"]
     header = ("INVOCATION", "STATUS", "LAST EVENT", "RETRIES", "LAST POLLED", "AGE")
     table = [header]
     for row in rows:
@@ -93,11 +152,7 @@ async def render_status(path: Path, *, as_json: bool, now_ms: int | None = None)
                 _age(row["startedMs"] or 0, now),
             )
         )
-    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in table
-    ]
+    lines = _columns(table)
     lines.append("")
     lines.append(
         "outbox: "
@@ -110,4 +165,6 @@ async def render_status(path: Path, *, as_json: bool, now_ms: int | None = None)
                 f"  {letter['sink']:<12} {letter['transitionId']}  {letter['type']:<26} "
                 f"{letter['invocation']}  after {letter['attempts']} attempt(s): {letter['error']}"
             )
+    if report["sinks"]:
+        lines += ["", *_sink_lines(report["sinks"], now)]
     return "\n".join(lines)

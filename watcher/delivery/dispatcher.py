@@ -1,10 +1,12 @@
 """The outbox dispatcher: delivers committed outbox rows to their sinks, at least once.
 
-It owns the per-sink loops and chains the stages for each pass: ``select`` (which pending rows
-go now, in order per invocation), ``hold`` (the rate window and the grouping wait), ``send``,
-then ``record`` (sent, retry or dead, in the store). Each sink has its own loop, so a dead or
-slow sink never delays another. The dispatcher decides none of those things itself: a rule
-about order, waiting or failure belongs in its stage, where it is tested without a loop.
+It owns the per-sink loops and chains the stages for each pass: the sink's circuit
+(``circuits``: all due rows, one probe, or nothing yet), ``select`` (which pending rows go now,
+in order per invocation), ``hold`` (the rate window and the grouping wait), ``send``, then
+``record`` (sent, retry or dead, in the store) with the circuit told the outcome first. Each
+sink has its own loop, so a dead or slow sink never delays another. The dispatcher decides
+none of those things itself: a rule about order, waiting, failure or health belongs in its
+stage, where it is tested without a loop.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import structlog
 
+from watcher.delivery.circuits import Circuits
+from watcher.delivery.health import ProbeTiming
 from watcher.delivery.hold import hold_ms
 from watcher.delivery.record import DeliveryPolicy, Recorder
 from watcher.delivery.select import next_due_ms, plan, select_due, select_heads
@@ -51,9 +55,13 @@ class Dispatcher:
         self._policies = dict(policies or {})
         self._wall_ms = wall_ms
         self._scan_limit = scan_limit
-        self._recorder = Recorder(
-            store, wall_ms=wall_ms, rng=rng or random.Random(), metrics=metrics
-        )
+        rng = rng or random.Random()
+        self._recorder = Recorder(store, wall_ms=wall_ms, rng=rng, metrics=metrics)
+        self._circuits = Circuits(store, wall_ms=wall_ms, rng=rng)
+        if metrics is not None:
+            metrics.watch_sinks(
+                lambda: self._circuits.readings(self._sinks), lambda: self._wall_ms() / 1000
+            )
         self._wakeups = {name: asyncio.Event() for name in self._sinks}
         self._loops: dict[str, asyncio.Task[None]] = {}
         self._stop: asyncio.Event | None = None
@@ -66,16 +74,22 @@ class Dispatcher:
     async def deliver_due(self, sink_name: str, *, flush: bool = False) -> tuple[int, int | None]:
         """One pass for one sink. Returns (rows handled, ms until the next pending row is due).
 
-        ``flush`` skips the grouping wait (for ``once`` and shutdown), never the rate limit.
+        ``flush`` skips the grouping wait (for ``once`` and shutdown), never the rate limit
+        nor the circuit of an unhealthy sink.
         """
         sink = self._sinks[sink_name]
+        await self._circuits.load()
         handled = 0
         while True:
             now_ms = self._wall_ms()
             rows = await self._store.pending(sink_name, self._scan_limit)
-            batches = plan(rows, now_ms, sink.batching)
+            allowed = self._circuits.gate(sink_name, now_ms)
+            batches = (
+                [] if allowed.wait_ms else plan(rows, now_ms, sink.batching, probe=allowed.probe)
+            )
             if not batches:
-                return handled, next_due_ms(rows, now_ms)
+                due_ms = next_due_ms(rows, now_ms)
+                return handled, None if due_ms is None else max(due_ms, allowed.wait_ms)
             wait_ms = hold_ms(
                 batches[0][0],
                 now_ms,
@@ -85,16 +99,33 @@ class Dispatcher:
             )
             if wait_ms > 0:
                 return handled, wait_ms
-            await asyncio.gather(*(self._deliver(sink, batch) for batch in batches))
+            # Only what the sink can start now: a send held by its rate limit would hold this
+            # pass (and a reload or a stop) with it; the rest stay pending for the next pass.
+            batches = batches[: max(1, sink.room())]
+            sends = (self._deliver(sink, batch, probe=allowed.probe) for batch in batches)
+            await asyncio.gather(*sends)
             handled += sum(len(batch) for batch in batches)
 
-    async def _deliver(self, sink: Sink, batch: Sequence[OutboxRow]) -> None:
+    async def _deliver(self, sink: Sink, batch: Sequence[OutboxRow], *, probe: bool) -> None:
         error = await send(self._store, sink, batch)
+        # The circuit hears the outcome before any await, so sends finishing side by side see
+        # each other's effect on it; the store and the report come after.
+        now_ms = self._wall_ms()
+        policy = self._policies.get(sink.name, DeliveryPolicy())
         if error is None:
+            change = self._circuits.succeeded(sink.name, now_ms)
             await self._recorder.sent(sink.name, batch)
         else:
-            policy = self._policies.get(sink.name, DeliveryPolicy())
-            await self._recorder.failed(sink.name, batch, error, policy)
+            keys = {row.invocation_key for row in batch}
+            timing = ProbeTiming(
+                policy.backoff_base_s, min(policy.probe_cap_s, policy.backoff_cap_s)
+            )
+            blamed, change = self._circuits.failed(
+                sink.name, error, keys, probe=probe, now_ms=now_ms, timing=timing
+            )
+            await self._recorder.failed(sink.name, batch, error, policy, blamed)
+        if change is not None:
+            await self._circuits.report(change)
 
     async def drain(self) -> None:
         """Deliver everything due now on every sink, concurrently (for ``once``)."""
@@ -123,6 +154,7 @@ class Dispatcher:
             if task is not None:
                 task.cancel()  # a send cut short leaves its rows pending: sent again later
             self._wakeups.pop(name, None)
+            self._circuits.forget(name)
             _log.info("sink_removed", sink=name)
         self._sinks = dict(sinks)
         self._policies = dict(policies)

@@ -1,10 +1,12 @@
 """The record stage: what a send's outcome does to its rows in the outbox.
 
-Delivered rows are marked sent. A failed row is retried after full-jitter backoff (honouring
-the receiver's Retry-After), or dead-lettered (kept, and re-sendable) if the failure is
-permanent or the row is older than the sink's ``max_age_s``. ``verdict`` makes that choice from
-its arguments alone; ``Recorder`` writes it, counts it and logs it. Nothing here selects rows,
-waits, or sends.
+Delivered rows are marked sent. A failed row is dead-lettered (kept, and re-sendable) if the
+failure is permanent or the row is older than the sink's ``max_age_s``; else it is retried,
+and when depends on whose failure it was (``health.Blame``): its own failure waits a
+full-jitter backoff grown by its own failures only (``row_failures``); a failure of the sink
+leaves it due at once, for the circuit to hold; a Retry-After makes it wait that long.
+``verdict`` makes that choice from its arguments alone; ``Recorder`` writes it, counts it and
+logs it. Nothing here selects rows, waits, sends, or judges the sink's health.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 import structlog
 
 from watcher.core.backoff import backoff_s
+from watcher.delivery.health import Blame
 from watcher.delivery.sinks.base import SinkError
 from watcher.store.protocols import OutboxStore
 from watcher.store.records import OutboxRow
@@ -31,13 +34,17 @@ class DeliveryPolicy:
     backoff_base_s: float = 1.0
     backoff_cap_s: float = 300.0
     max_age_s: float = 24 * 3600.0
+    probe_cap_s: float = 30.0
+    """The longest wait between probes of an unhealthy sink (and never over ``backoff_cap_s``):
+    it bounds how long a recovered receiver goes unnoticed."""
 
 
 @dataclass(frozen=True, slots=True)
 class Retry:
-    """Try the row again after ``delay_s``."""
+    """Try the row again after ``delay_s``; ``own`` if the failure was the row's own."""
 
     delay_s: float
+    own: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,19 +55,28 @@ class Dead:
 
 
 def verdict(
-    row: OutboxRow, error: SinkError, policy: DeliveryPolicy, now_ms: int, rng: random.Random
+    row: OutboxRow,
+    error: SinkError,
+    policy: DeliveryPolicy,
+    now_ms: int,
+    rng: random.Random,
+    blamed: Blame = Blame.ROW,
 ) -> Retry | Dead:
-    """What a failed send means for one of its rows.
+    """What a failed send means for one of its rows, given whose failure it was.
 
-    Draws from ``rng`` only for a retry, so a seeded source gives the same delays whatever
-    else failed in the batch.
+    Draws from ``rng`` only for a row's own retry, so a seeded source gives the same delays
+    whatever else failed in the batch.
     """
     if not error.retryable:
         return Dead("permanent error")
     if now_ms - row.created_ms > policy.max_age_s * 1000:
         return Dead("too old")
+    if blamed is Blame.SINK:
+        return Retry(0.0, own=False)  # due at once: the circuit, not the row, holds it
+    if blamed is Blame.THROTTLE and error.retry_after_s is not None:
+        return Retry(error.retry_after_s, own=False)
     delay_s = backoff_s(
-        row.attempts + 1,
+        row.row_failures + 1,
         base_s=policy.backoff_base_s,
         cap_s=policy.backoff_cap_s,
         rng=rng,
@@ -91,12 +107,17 @@ class Recorder:
         _log.debug("delivered", sink=sink_name, count=len(batch))
 
     async def failed(
-        self, sink_name: str, batch: Sequence[OutboxRow], error: SinkError, policy: DeliveryPolicy
+        self,
+        sink_name: str,
+        batch: Sequence[OutboxRow],
+        error: SinkError,
+        policy: DeliveryPolicy,
+        blamed: Blame = Blame.ROW,
     ) -> None:
         now_ms = self._wall_ms()
         reason = str(error)
         for row in batch:
-            outcome = verdict(row, error, policy, now_ms, self._rng)
+            outcome = verdict(row, error, policy, now_ms, self._rng, blamed)
             if isinstance(outcome, Dead):
                 await self._store.mark_dead([row.seq], now_ms, reason)
                 self._count(sink_name, "dead")
@@ -109,13 +130,15 @@ class Recorder:
                     why=outcome.why,
                 )
                 continue
-            await self._store.mark_retry([row.seq], now_ms + int(outcome.delay_s * 1000), reason)
+            next_ms = now_ms + int(outcome.delay_s * 1000)
+            await self._store.mark_retry([row.seq], next_ms, reason, own_failure=outcome.own)
             self._count(sink_name, "retry")
             _log.warning(
                 "delivery_retrying",
                 sink=sink_name,
                 transition_id=row.transition_id,
                 attempt=row.attempts + 1,
+                blame=blamed.value,
                 retry_in_s=round(outcome.delay_s, 3),
                 reason=reason,
             )

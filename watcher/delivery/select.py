@@ -46,12 +46,18 @@ def select_heads(rows: Sequence[OutboxRow], now_ms: int, limit: int) -> list[Out
     return heads
 
 
-def plan(rows: Sequence[OutboxRow], now_ms: int, batching: Batching) -> list[list[OutboxRow]]:
+def plan(
+    rows: Sequence[OutboxRow], now_ms: int, batching: Batching, *, probe: bool = False
+) -> list[list[OutboxRow]]:
     """The batches to send now, one ``send`` each, run side by side; empty if none is due.
 
     A sink that takes several sends at once gets one row per send, and only invocations' head
     rows: with one row of each invocation in flight, concurrency cannot reorder an invocation.
+    A ``probe`` of an unhealthy sink is one row alone: the oldest due head, which no earlier
+    row of its invocation can be waiting behind.
     """
+    if probe:
+        return [[row] for row in select_heads(rows, now_ms, 1)]
     if batching.max_in_flight > 1:
         return [[row] for row in select_heads(rows, now_ms, batching.max_in_flight)]
     chosen = select_due(rows, now_ms, batching.max_batch)

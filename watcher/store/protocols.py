@@ -15,7 +15,14 @@ from typing import Protocol
 from watcher.core.invocation import InvocationRef
 from watcher.core.model import Snapshot, Transition
 from watcher.core.route import Target
-from watcher.store.records import DeadLetter, InvocationRow, OutboxRow, Pruned, SinkBacklog
+from watcher.store.records import (
+    DeadLetter,
+    InvocationRow,
+    OutboxRow,
+    Pruned,
+    SinkBacklog,
+    SinkHealthRecord,
+)
 
 
 class PollStore(Protocol):
@@ -51,9 +58,22 @@ class OutboxStore(Protocol):
 
     async def mark_sent(self, seqs: Iterable[int], now_ms: int) -> None: ...
 
-    async def mark_retry(self, seqs: Iterable[int], next_attempt_ms: int, error: str) -> None: ...
+    async def mark_retry(
+        self, seqs: Iterable[int], next_attempt_ms: int, error: str, *, own_failure: bool = True
+    ) -> None:
+        """``own_failure``: the failure was the row's (it grows ``row_failures``, hence its
+        backoff), not the sink's outage (which only counts in ``attempts``)."""
+        ...
 
     async def mark_dead(self, seqs: Iterable[int], now_ms: int, error: str) -> None: ...
+
+    async def pending_count(self, sink: str) -> int: ...
+
+    async def save_sink_health(self, record: SinkHealthRecord) -> None:
+        """Called only when a sink's circuit opens or closes, never per send."""
+        ...
+
+    async def sink_health(self) -> list[SinkHealthRecord]: ...
 
 
 class StatusReader(Protocol):
@@ -66,6 +86,8 @@ class StatusReader(Protocol):
     async def outbox_by_sink(self) -> list[SinkBacklog]: ...
 
     async def outbox_counts(self) -> dict[str, int]: ...
+
+    async def sink_health(self) -> list[SinkHealthRecord]: ...
 
     async def transitions(self) -> list[Transition]: ...
 

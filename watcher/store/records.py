@@ -19,6 +19,22 @@ class OutboxRow:
     created_ms: int
     severity: str = "info"
     template: str | None = None
+    row_failures: int = 0
+    """Failures that were this row's own (the sink healthy): only these grow its backoff.
+    ``attempts`` counts every attempt, the ones an outage failed included."""
+
+
+@dataclass(frozen=True, slots=True)
+class SinkHealthRecord:
+    """A sink's circuit as last changed: written only when it opens or closes, so that
+    ``status`` (another process) can show it and a restarted daemon resumes probing."""
+
+    sink: str
+    healthy: bool
+    since_ms: int
+    """When the current state began: the outage's start while unhealthy."""
+    last_success_ms: int
+    last_error: str
 
 
 @dataclass(frozen=True, slots=True)

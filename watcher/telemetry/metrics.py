@@ -1,15 +1,19 @@
 """Prometheus metrics, on a registry of our own (no process-global state).
 
 Counters and histograms are updated where things happen (scheduler, dispatcher); gauges that
-describe the state (invocations by status, outbox depth) are computed at scrape time from the
-scheduler and the store, so they can never drift. No label ever holds a secret or an id:
-invocation ids would make the series unbounded.
+describe the state (invocations by status, outbox depth, sink health) are computed at scrape
+time from the scheduler, the store and the dispatcher's circuits, so they can never drift. No
+label ever holds a secret or an id: invocation ids would make the series unbounded.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+from typing import NamedTuple
+
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client import Counter as PromCounter
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -56,6 +60,50 @@ class Metrics:
             self._collectors.append(collector)
             self.registry.register(collector)
 
+    def watch_sinks(
+        self, readings: Callable[[], Iterable[SinkReading]], now_s: Callable[[], float]
+    ) -> None:
+        """Register the sinks' health gauges, read at scrape time from the dispatcher."""
+        self.watch_state(SinkHealthCollector(readings, now_s))
+
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""
         return generate_latest(self.registry)
+
+
+class SinkReading(NamedTuple):
+    """One sink's health as the dispatcher knows it."""
+
+    sink: str
+    up: bool
+    last_success_s: float
+    """Wall-clock seconds of the last delivery (or of the start, before the first)."""
+
+
+class SinkHealthCollector(Collector):
+    """``fc_watcher_sink_up`` and ``fc_watcher_sink_seconds_since_success``, computed at
+    scrape time, so the age grows between sends without anyone updating it."""
+
+    def __init__(
+        self, readings: Callable[[], Iterable[SinkReading]], now_s: Callable[[], float]
+    ) -> None:
+        self._readings = readings
+        self._now_s = now_s
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        up = GaugeMetricFamily(
+            "fc_watcher_sink_up",
+            "1 while the sink is healthy (circuit closed), 0 while it is down (circuit open)",
+            labels=["sink"],
+        )
+        since = GaugeMetricFamily(
+            "fc_watcher_sink_seconds_since_success",
+            "Seconds since the sink last confirmed a delivery (or since start)",
+            labels=["sink"],
+        )
+        now_s = self._now_s()
+        for reading in self._readings():
+            up.add_metric([reading.sink], 1.0 if reading.up else 0.0)
+            since.add_metric([reading.sink], max(0.0, now_s - reading.last_success_s))
+        yield up
+        yield since

@@ -15,7 +15,7 @@ import aiohttp
 
 from watcher.core.backoff import retry_after_s
 from watcher.core.redact import scrub
-from watcher.delivery.sinks.base import SinkError
+from watcher.delivery.sinks.base import FailureKind, SinkError
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
 
@@ -42,7 +42,9 @@ def classify(
 
     2xx with a zero (or no) body code is success. 408, 425, 429 and 5xx (but 501) are retried;
     so is a robot's own throttling code in a 200 body. Every other failure is permanent:
-    410 means the endpoint is gone, other 4xx mean the request itself is wrong.
+    410 means the endpoint is gone, other 4xx mean the request itself is wrong. A retried
+    answer is of kind ``STATUS``: one alone may be the row's fault, so sink health needs such
+    answers across invocations before it blames the receiver.
     """
     status = reply.status
     if 200 <= status < 300:
@@ -86,7 +88,9 @@ async def post(
     timeout_s: float,
     secrets: tuple[str, ...] = (),
 ) -> Reply:
-    """POST ``body`` as JSON; transport failures become retryable ``SinkError``s."""
+    """POST ``body`` as JSON; transport failures (refused, reset, DNS, timeout: no answer at
+    all) become retryable ``SinkError``s of kind ``TRANSPORT``, which sink health counts as
+    the receiver's failure at once."""
     try:
         async with session.post(
             url,
@@ -101,10 +105,14 @@ async def post(
             )
     except TimeoutError:
         raise SinkError(
-            f"no answer from {redact_url(url)} within {timeout_s:g} s", retryable=True
+            f"no answer from {redact_url(url)} within {timeout_s:g} s",
+            retryable=True,
+            kind=FailureKind.TRANSPORT,
         ) from None
     except aiohttp.ClientError as exc:
         reason = scrub(str(exc), (url, *secrets))[:200]
         raise SinkError(
-            f"cannot reach {redact_url(url)} ({type(exc).__name__}: {reason})", retryable=True
+            f"cannot reach {redact_url(url)} ({type(exc).__name__}: {reason})",
+            retryable=True,
+            kind=FailureKind.TRANSPORT,
         ) from None

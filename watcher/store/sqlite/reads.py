@@ -8,7 +8,13 @@ from collections.abc import Sequence
 from dataclasses import fields
 
 from watcher.core.model import Snapshot, Transition
-from watcher.store.records import DeadLetter, InvocationRow, OutboxRow, SinkBacklog
+from watcher.store.records import (
+    DeadLetter,
+    InvocationRow,
+    OutboxRow,
+    SinkBacklog,
+    SinkHealthRecord,
+)
 from watcher.store.sqlite.writes import SNAPSHOT_FIELDS
 
 _BOOL_FIELDS = frozenset(f.name for f in fields(Snapshot) if f.type in ("bool", bool))
@@ -52,10 +58,27 @@ def pending(db: sqlite3.Connection, sink: str, limit: int) -> list[OutboxRow]:
     """
     rows = db.execute(
         "SELECT seq, transition_id, invocation_key, attempts, next_attempt_ms, created_ms, "
-        "severity, template FROM outbox WHERE sink = ? AND state = 'pending' ORDER BY seq LIMIT ?",
+        "severity, template, row_failures FROM outbox WHERE sink = ? AND state = 'pending' "
+        "ORDER BY seq LIMIT ?",
         (sink, limit),
     ).fetchall()
     return [OutboxRow(*row) for row in rows]
+
+
+def pending_count(db: sqlite3.Connection, sink: str) -> int:
+    """Pending rows of ``sink``, from the trigger-kept counts: no outbox scan."""
+    row = db.execute(
+        "SELECT rows FROM outbox_counts WHERE sink = ? AND state = 'pending'", (sink,)
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def sink_health(db: sqlite3.Connection) -> list[SinkHealthRecord]:
+    """Each sink's circuit as last changed, by sink name."""
+    rows = db.execute(
+        "SELECT sink, healthy, since_ms, last_success_ms, last_error FROM sink_health ORDER BY sink"
+    )
+    return [SinkHealthRecord(r[0], bool(r[1]), r[2], r[3], r[4]) for r in rows]
 
 
 def transitions_by_id(db: sqlite3.Connection, ids: Sequence[str]) -> dict[str, Transition]:

@@ -3,7 +3,8 @@
 Tables: ``invocations`` (the last snapshot of each), ``transitions`` (the log, keyed by the
 deterministic transition id), ``outbox`` (one row per transition and sink) and, from version
 4, ``outbox_counts`` (rows per sink and state, kept by triggers so that counting the backlog
-never scans the outbox).
+never scans the outbox) and, from version 5, ``sink_health`` (each sink's circuit, written only
+when it opens or closes).
 """
 
 from __future__ import annotations
@@ -92,6 +93,18 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX outbox_oldest ON outbox (sink, state, created_ms)",
         "CREATE INDEX outbox_by_invocation ON outbox (invocation_key)",
         "CREATE INDEX invocations_by_change ON invocations (changed_ms)",
+    ),
+    # Version 5: sink health. A row's own failures apart from its attempts (an outage's
+    # failures must not grow a row's backoff), and each sink's circuit as last changed.
+    (
+        "ALTER TABLE outbox ADD COLUMN row_failures INTEGER NOT NULL DEFAULT 0",
+        """CREATE TABLE sink_health (
+            sink TEXT PRIMARY KEY,
+            healthy INTEGER NOT NULL,
+            since_ms INTEGER NOT NULL,
+            last_success_ms INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT NOT NULL DEFAULT ''
+        ) WITHOUT ROWID""",
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)

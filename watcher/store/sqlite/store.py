@@ -22,7 +22,14 @@ from watcher.core.invocation import InvocationRef
 from watcher.core.model import Snapshot, Transition
 from watcher.core.route import Target
 from watcher.store.errors import StateStoreError
-from watcher.store.records import DeadLetter, InvocationRow, OutboxRow, Pruned, SinkBacklog
+from watcher.store.records import (
+    DeadLetter,
+    InvocationRow,
+    OutboxRow,
+    Pruned,
+    SinkBacklog,
+    SinkHealthRecord,
+)
 from watcher.store.sqlite import reads, writes
 from watcher.store.sqlite.connection import connect, read, take_lock, write_transaction
 
@@ -172,10 +179,32 @@ class SqliteStore:
         """Record successful delivery."""
         await self._update(writes.MARK_SENT, [(now_ms, seq) for seq in seqs])
 
-    async def mark_retry(self, seqs: Iterable[int], next_attempt_ms: int, error: str) -> None:
-        """Record a failed attempt and when to try again."""
-        rows = [(next_attempt_ms, error[:500], seq) for seq in seqs]
+    async def mark_retry(
+        self, seqs: Iterable[int], next_attempt_ms: int, error: str, *, own_failure: bool = True
+    ) -> None:
+        """Record a failed attempt and when to try again; ``own_failure`` False when the
+        sink's outage failed it (its attempts grow, its own failures do not)."""
+        rows = [(int(own_failure), next_attempt_ms, error[:500], seq) for seq in seqs]
         await self._update(writes.MARK_RETRY, rows)
+
+    async def pending_count(self, sink: str) -> int:
+        """Pending rows of ``sink``, from the kept counts."""
+        return await self._read(lambda: reads.pending_count(self._db, sink))
+
+    async def save_sink_health(self, record: SinkHealthRecord) -> None:
+        """Write a sink's circuit after it opened or closed."""
+        row = (
+            record.sink,
+            int(record.healthy),
+            record.since_ms,
+            record.last_success_ms,
+            record.last_error[:500],
+        )
+        await self._update(writes.SAVE_SINK_HEALTH, [row], outbox_changed=False)
+
+    async def sink_health(self) -> list[SinkHealthRecord]:
+        """Each sink's circuit as last changed (sinks that never failed have none)."""
+        return await self._read(lambda: reads.sink_health(self._db))
 
     async def mark_dead(self, seqs: Iterable[int], now_ms: int, error: str) -> None:
         """Give up on rows: kept, shown by ``status``, re-sendable by ``redeliver``."""

@@ -71,12 +71,21 @@ def commit_poll(
 
 
 MARK_SENT = "UPDATE outbox SET state = 'sent', done_ms = ?, attempts = attempts + 1 WHERE seq = ?"
+# ``row_failures`` grows by 1 for a failure that was the row's own, by 0 for one the sink's
+# outage caused: only the row's own failures may grow its backoff.
 MARK_RETRY = (
-    "UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ?, last_error = ? WHERE seq = ?"
+    "UPDATE outbox SET attempts = attempts + 1, row_failures = row_failures + ?, "
+    "next_attempt_ms = ?, last_error = ? WHERE seq = ?"
 )
 MARK_DEAD = (
     "UPDATE outbox SET state = 'dead', attempts = attempts + 1, done_ms = ?, last_error = ? "
     "WHERE seq = ?"
+)
+SAVE_SINK_HEALTH = (
+    "INSERT INTO sink_health (sink, healthy, since_ms, last_success_ms, last_error) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (sink) DO UPDATE SET healthy = excluded.healthy, "
+    "since_ms = excluded.since_ms, last_success_ms = excluded.last_success_ms, "
+    "last_error = excluded.last_error"
 )
 RECORD_POLLED = "UPDATE invocations SET last_polled_ms = ? WHERE key = ? AND last_polled_ms < ?"
 
@@ -86,8 +95,8 @@ def redeliver(
 ) -> int:
     """Put dead rows (all, or of one sink, or of one transition) back in the queue."""
     sql = (
-        "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_ms = ?, "
-        "created_ms = ?, done_ms = 0 WHERE state = 'dead'"
+        "UPDATE outbox SET state = 'pending', attempts = 0, row_failures = 0, "
+        "next_attempt_ms = ?, created_ms = ?, done_ms = 0 WHERE state = 'dead'"
     )
     params: list[Any] = [now_ms, now_ms]
     if sink is not None:
