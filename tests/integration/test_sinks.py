@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -276,12 +277,15 @@ async def test_slack_blocks_and_429(
 
 
 async def test_alertmanager_alerts(receiver: Receiver, http_session: aiohttp.ClientSession) -> None:
-    """Alertmanager gets postable alerts with the contract's labels and a finite endsAt."""
+    """Alertmanager gets postable alerts with the contract's labels (one alert per invocation)
+    and a finite endsAt, counted from the send (the payload's clock: test_alertmanager_payload)."""
     sink = sink_for(
         {"name": "am", "type": "alertmanager", "url": receiver.url, "ends_after_s": 600},
         http_session,
     )
+    before = time.time()
     await sink.send([Outgoing(failed("a"), "critical"), Outgoing(failed("b"), "critical")])
+    after = time.time()
     path, _, _ = receiver.requests[0]
     assert path == "/api/v2/alerts"
     alerts = receiver.json_bodies()[0]
@@ -292,14 +296,17 @@ async def test_alertmanager_alerts(receiver: Receiver, http_session: aiohttp.Cli
         "service": "media",
         "function": "transcode",
         "qualifier": "LATEST",
+        "invocation_id": "a",
         "status": "Failed",
         "severity": "critical",
     }
+    assert alerts[1]["labels"]["invocation_id"] == "b"
     assert first["annotations"]["invocation_id"] == "a"
     assert "moov atom" in first["annotations"]["error"]
     starts = datetime.fromisoformat(first["startsAt"])
     ends = datetime.fromisoformat(first["endsAt"])
-    assert (ends - starts).total_seconds() == 600
+    assert starts.timestamp() == failed("a").observed_ms / 1000
+    assert before + 600 - 0.001 <= ends.timestamp() <= after + 600
     assert first["generatorURL"].startswith("https://")
 
 
