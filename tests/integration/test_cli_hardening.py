@@ -4,11 +4,13 @@ goes before or after the command, and a BOM at the start of a file is not an err
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from watcher.cli import _parser, main
+from watcher.cli import _parser
 from watcher.config.load import load_config
 from watcher.devtools.bench.harness import emulator
 from watcher.devtools.bench.scenario import (
@@ -40,17 +42,23 @@ def _config(path: Path, url: str, ids: list[str]) -> Path:
     return path
 
 
-def test_once_names_each_failed_poll_and_its_error(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_once_names_each_failed_poll_and_its_error(tmp_path: Path) -> None:
     """One of two polls gets a 500: ``once`` exits 1 and says which invocation and why."""
     scenario = steady_scenario(2)
     scenario["faults"] = [{"kind": "http_error", "status": 500, "every_nth": 2}]
     with emulator(scenario) as url:
         config = _config(tmp_path / "watcher.yaml", url, ["bench-000000", "bench-000001"])
-        code = main(["--log-format", "json", "once", "-c", str(config)])
-    err = capsys.readouterr().err
-    assert code == 1
+        # A process of its own: the CLI configures logging for its whole process, which must
+        # not leak into the tests that run after this one.
+        done = subprocess.run(
+            [sys.executable, "-m", "watcher", "--log-format", "json", "once", "-c", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    err = done.stderr
+    assert done.returncode == 1
     assert "1 of 2 polls failed:" in err
     failed = [line for line in err.splitlines() if line.startswith("  ")]
     assert len(failed) == 1
