@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -64,7 +65,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
         + ", ".join(sink.name for sink in config.sinks)
     )
     print(_routes_table(config))
-    return EXIT_OK
+    if args.probe_sinks is None:
+        return EXIT_OK
+    from watcher.daemon.probe import probe_lines, probe_sinks
+
+    results = asyncio.run(probe_sinks(config.sinks, connect=args.probe_sinks == "tcp"))
+    print("\n".join(probe_lines(results)))
+    return EXIT_OK if all(result.ok for result in results) else EXIT_FAILURE
 
 
 def _routes_table(config: Config) -> str:
@@ -129,10 +136,27 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from watcher.daemon.status import render_status
+    from watcher.daemon.status import DEFAULT_LIMIT, StatusView, load_status_source, write_status
 
-    loaded = _load(args)
-    print(asyncio.run(render_status(loaded.config.state.path, as_json=args.json)))
+    if args.limit is not None and (args.json or args.limit < 0):
+        raise UsageError("--limit takes a count of 0 or more, and not with --json (all rows)")
+    source = load_status_source(Path(args.config))
+    if source.problems:
+        # Status needs only state.path: one bad id must not hide the state of all the others.
+        print(
+            f"fc-watcher: warning: {args.config} has {source.problems} problem(s) (see "
+            "fc-watcher check); showing its state DB, with no invocation marked not tracked",
+            file=sys.stderr,
+        )
+    limit = DEFAULT_LIMIT if args.limit is None else args.limit
+    view = StatusView(args.json, None if args.all or args.json else limit, source.tracked)
+    try:
+        write_status(source.state_path, sys.stdout, view)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `status --all | head`: the reader has what it wanted. Point stdout at /dev/null so
+        # the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return EXIT_OK
 
 
@@ -203,7 +227,21 @@ def _add_config_commands(
         )
         command.set_defaults(handler=handler)
         if name == "status":
-            command.add_argument("--json", action="store_true", help="print JSON")
+            command.add_argument("--json", action="store_true", help="print every row as JSON")
+            rows = command.add_mutually_exclusive_group()
+            rows.add_argument("--all", action="store_true", help="print every row")
+            rows.add_argument(
+                "--limit", type=int, metavar="N", help="print at most N rows (default: 50)"
+            )
+        if name == "check":
+            command.add_argument(
+                "--probe-sinks",
+                nargs="?",
+                const="tcp",
+                choices=("dns", "tcp"),
+                help="resolve each sink's host and (tcp, the default) connect to it; nothing "
+                "is sent; exit 1 if one fails",
+            )
         if name == "redeliver":
             command.add_argument("--sink", help="only this sink's dead letters")
             command.add_argument("--id", help="only this transition id")
