@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 from pydantic import TypeAdapter
 from standardwebhooks.webhooks import Webhook
+from structlog.testing import capture_logs
 
 from tests.conftest import Receiver
 from watcher.config.delivery import SinkSettings
@@ -359,4 +360,42 @@ async def test_redeliver_command(tmp_path: Path, capsys: Any) -> None:
     assert await asyncio.to_thread(main, redeliver) == 0  # the lock is held
     assert "1 dead letter(s) queued again" in capsys.readouterr().out
     assert [r.transition_id for r in await store.pending("hook", 10)] == [transition.id]
+    await store.close()
+
+
+async def test_a_dead_receiver_is_one_warning_a_sink_an_interval(
+    tmp_path: Path, http_session: aiohttp.ClientSession
+) -> None:
+    """200 rows against a closed port, for a minute of delivery time: a handful of warning
+    lines for the sink (the first at once, then one per 10 s, the rest at the stop) whose
+    counts add up to every failed attempt; each row's retry only at debug."""
+    clock = WallClock()
+    receiver = Receiver()
+    await receiver.start()
+    settings = {"name": "hook", "type": "webhook", "url": receiver.url + "/", "concurrency": 200}
+    sink = build_sink(ADAPTER.validate_python(settings), http_session, None)
+    await receiver.stop()  # nothing listens there any more
+    store = await SqliteStore.open(tmp_path / "state.db")
+    for n in range(200):
+        await commit_steps(store, f"job-{n}", ["Failed"], ["hook"], clock.ms)
+    policy = DeliveryPolicy(backoff_base_s=1, backoff_cap_s=5)
+    dispatcher = Dispatcher(store, {"hook": sink}, {"hook": policy}, wall_ms=clock)
+    stop = asyncio.Event()
+    with capture_logs() as entries:
+        for _ in range(60):
+            await dispatcher.deliver_due("hook")
+            clock.ms += 1000
+        stop.set()
+        await dispatcher.run(stop)  # stopping tells what is still held back
+    lines = [e for e in entries if e["event"] == "delivery_retrying"]
+    attempts = sum(row.attempts for row in await store.pending("hook", 1000))
+    assert {e["log_level"] for e in lines} == {"warning"}
+    assert 2 <= len(lines) <= 1 + 60 // 10 + 1
+    assert (lines[0]["rows"], lines[0]["attempts"], lines[0]["first"]) == (1, 1, True)
+    assert sum(e["attempts"] for e in lines) == attempts
+    assert sum(e["rows"] for e in lines) >= 200
+    assert attempts >= 200
+    per_row = [e for e in entries if e["event"] == "delivery_retry_row"]
+    assert {e["log_level"] for e in per_row} == {"debug"}
+    assert len(per_row) == attempts
     await store.close()

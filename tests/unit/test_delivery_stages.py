@@ -4,7 +4,7 @@ the sink base class with each kind's batching as config gives it."""
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -12,10 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
+from structlog.testing import capture_logs
 
 from watcher.config.delivery import SinkSettings
 from watcher.delivery.hold import RateWindow, hold_ms
-from watcher.delivery.record import Dead, DeliveryPolicy, Retry, verdict
+from watcher.delivery.record import Dead, DeliveryPolicy, FailureLog, Retry, verdict
 from watcher.delivery.select import next_due_ms, plan, select_due, select_heads
 from watcher.delivery.sinks import Batching, Sink, SinkError
 from watcher.delivery.sinks.registry import build_sink
@@ -230,6 +231,56 @@ def test_verdict(
     else:
         assert isinstance(outcome, Retry)
         assert expected[0] <= outcome.delay_s <= expected[1]
+
+
+def told(entries: Sequence[Mapping[str, Any]]) -> list[tuple[str, int, int, bool]]:
+    return [
+        (e["sink"], e["rows"], e["attempts"], e["first"])
+        for e in entries
+        if e["event"] == "delivery_retrying" and e["log_level"] == "warning"
+    ]
+
+
+def test_failure_log_tells_the_first_at_once_then_once_an_interval() -> None:
+    """Failures of one sink, every second for 25 s: the first at once, then one line per 10 s
+    with the rows and attempts since the last; another sink has its own lines; a pass after
+    the interval tells what was held; the stop tells the rest."""
+    log = FailureLog(interval_s=10)
+    with capture_logs() as entries:
+        for second in range(25):
+            log.failed("hook", [second % 3], second * 1000, reason="down")
+        log.failed("ding", [7, 8], 3_000, reason="429")
+        log.tick("hook", 29_000)  # 9 s after the line at 20 s: nothing yet
+        log.tick("hook", 30_000)
+        log.failed("hook", [1], 31_000, reason="down")
+        log.tick("ding", 4_000)
+        log.flush()
+    assert told(entries) == [
+        ("hook", 1, 1, True),
+        ("hook", 3, 10, False),  # the failures at 1..10 s, of 3 rows
+        ("hook", 3, 10, False),  # 11..20 s
+        ("ding", 2, 2, True),
+        ("hook", 3, 4, False),  # 21..24 s, told by the pass at 30 s
+        ("hook", 1, 1, False),  # 31 s, told at the stop
+    ]
+    assert {e["reason"] for e in entries if e.get("sink") == "hook"} == {"down"}
+
+
+def test_failure_log_begins_an_episode_after_a_quiet_interval() -> None:
+    """A failure an interval after the sink's last one is the first of a new episode: told at
+    once, even right after a pass told the held ones; dead-lettered rows are not retries."""
+    log = FailureLog(interval_s=10)
+    with capture_logs() as entries:
+        log.failed("hook", [1], 0)
+        log.failed("hook", [2], 1_000)
+        log.tick("hook", 12_000)
+        log.failed("hook", [3], 13_000)
+        log.failed("hook", [], 14_000)
+    assert told(entries) == [
+        ("hook", 1, 1, True),
+        ("hook", 1, 1, False),
+        ("hook", 1, 1, True),
+    ]
 
 
 def test_batching_rejects_impossible_values() -> None:

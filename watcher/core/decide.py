@@ -276,16 +276,16 @@ def stuck(
     stuck_after_s: float,
     repeat_s: float | None,
     labels: Mapping[str, str] | None = None,
+    age_s: float | None = None,
 ) -> DiffResult:
-    """Report an invocation that stays Enqueued, Dequeued or Running too long: once after
-    ``stuck_after_s``, then every ``repeat_s`` if set. Each reminder has its own id."""
+    """Report an invocation in Enqueued, Dequeued or Running past ``stuck_after_s`` (``age_s``
+    on a steady clock, else now_ms - status_since_ms), then every ``repeat_s``: each a new id."""
     before = previous or Snapshot()
     if before.status not in STUCK_STATUSES or not before.status_since_ms:
         return DiffResult(before, ())
-    age_s = (now_ms - before.status_since_ms) / 1000
-    if age_s < stuck_after_s:
-        return DiffResult(before, ())
-    due = 1 if not repeat_s else 1 + int((age_s - stuck_after_s) // repeat_s)
+    age_s = (now_ms - before.status_since_ms) / 1000 if age_s is None else age_s
+    reminders = int((age_s - stuck_after_s) // repeat_s) if repeat_s else 0
+    due = 0 if age_s < stuck_after_s else 1 + reminders
     if before.stuck_reported >= due:
         return DiffResult(before, ())
     transition = make_transition(

@@ -6,7 +6,9 @@ effect at once), and reports a change (open or closed) afterwards: the ``sink_un
 ``sink_recovered`` log events, and one write of the sink's state to the store, so that
 ``fc-watcher status`` (another process) can show it and a restarted daemon resumes probing.
 It must not decide anything itself (``health`` does), choose or send rows, or touch a row of
-the outbox: a sink's outage never writes its waits into the rows.
+the outbox: a sink's outage never writes its waits into the rows. The circuits run on steady
+time (probe and pause due times, outage lengths: no wall-clock step moves them); what is stored
+and shown for people (since when, the last success) is turned into wall time on the way out.
 """
 
 from __future__ import annotations
@@ -51,20 +53,28 @@ class Circuits:
     """The circuits of every sink of one dispatcher."""
 
     def __init__(
-        self, store: OutboxStore, *, wall_ms: Callable[[], int], rng: random.Random
+        self,
+        store: OutboxStore,
+        *,
+        steady_ms: Callable[[], int],
+        wall_ms: Callable[[], int],
+        rng: random.Random,
     ) -> None:
         self._store = store
         self._rng = rng
+        self._steady_ms = steady_ms
+        self._wall_ms = wall_ms
         # A sink not heard from yet counts as healthy since the start, so its "seconds since
         # success" gauge grows from there rather than from the epoch.
-        self._started_ms = wall_ms()
+        self._started_ms = steady_ms()
         self._circuits: dict[str, Circuit] = {}
         self._loaded = False
         # Reports of one sink's changes must reach the store in the order they happened.
         self._reporting = asyncio.Lock()
 
     async def load(self) -> None:
-        """Once: take over the circuits a previous run left open."""
+        """Once: take over the circuits a previous run left open (their wall times are taken
+        as steady ones: this run's steady clock starts at the wall clock)."""
         if self._loaded:
             return
         for record in await self._store.sink_health():
@@ -123,8 +133,13 @@ class Circuits:
         async with self._reporting:
             backlog = await self._store.pending_count(change.sink)
             now = self.get(change.sink)
+            to_wall = self._to_wall_ms()
             record = SinkHealthRecord(
-                change.sink, not now.open, now.since_ms, now.last_success_ms, now.last_error
+                change.sink,
+                not now.open,
+                now.since_ms + to_wall,
+                now.last_success_ms + to_wall,
+                now.last_error,
             )
             await self._store.save_sink_health(record)
         if change.after.open:
@@ -150,11 +165,16 @@ class Circuits:
 
     def readings(self, sinks: Iterable[str]) -> list[SinkReading]:
         """For the gauges: each sink's health and its last success, in wall-clock seconds."""
+        to_wall = self._to_wall_ms()
         return [
-            SinkReading(name, not circuit.open, circuit.last_success_ms / 1000)
+            SinkReading(name, not circuit.open, (circuit.last_success_ms + to_wall) / 1000)
             for name in sinks
             for circuit in (self.get(name),)
         ]
+
+    def _to_wall_ms(self) -> int:
+        """What to add to a steady time to read it on the wall clock as it is now."""
+        return self._wall_ms() - self._steady_ms()
 
 
 def _seconds(ms: int) -> float:

@@ -3,7 +3,9 @@
 The scheduler decides when to poll and what comes next; ``Poller`` decides what a poll found
 and persists it. A body byte-identical to the last one is neither parsed nor written (the
 common case costs no disk); anything else goes through ``watcher.diff`` (pure) and, when it
-changed something, into the store in one transaction with its outbox rows.
+changed something, into the store in one transaction with its outbox rows. Transitions record
+the wall clock (when people read it); the outbox rows' times and the stuck age are on the steady
+clock, so that a step of the wall clock neither ages a row nor makes a status look stuck.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from structlog.contextvars import bound_contextvars
 
 from watcher.config.models import PollSettings, Tracked
 from watcher.core import decide
-from watcher.core.clock import Clock
+from watcher.core.clock import Clock, Since, steady
 from watcher.core.invocation import TERMINAL_STATUSES, InvocationRef
 from watcher.core.model import Snapshot, Transition
 from watcher.core.route import Target
@@ -73,6 +75,9 @@ class PollState:
     last_polled_ms: int = 0
     last_error: str = ""
     """Why the last poll failed ("" after a good one): what ``fc-watcher once`` reports."""
+    since: Since | None = None
+    """When this process first saw the current status's start: its stuck age grows from
+    there on the steady clock (in memory only: a restart reads the wall clock again)."""
 
     def take_settings(self, item: Tracked) -> None:
         """Tracked again (a reload): its entry's labels and stuck limits apply from now on."""
@@ -114,6 +119,7 @@ class Poller:
         self.settings = settings
         self._store = store
         self._clock = clock
+        self._steady_ms = steady(clock)
         self._limiter = limiter
         self._metrics = metrics
         self._on_commit = on_commit
@@ -205,15 +211,20 @@ class Poller:
 
     async def _check_stuck(self, state: PollState) -> None:
         # Runs on unchanged polls too: being stuck is precisely nothing changing.
-        if state.stuck_after_s is None:
+        if state.stuck_after_s is None or state.snapshot is None:
             return
+        wall_ms, steady_ms = self._clock.wall_ms(), self._steady_ms()
+        since_ms = state.snapshot.status_since_ms
+        if state.since is None or state.since.at_ms != since_ms:
+            state.since = Since(since_ms, wall_ms, steady_ms)
         result = decide.stuck(
             state.snapshot,
             ref=state.ref,
-            now_ms=self._clock.wall_ms(),
+            now_ms=wall_ms,
             stuck_after_s=state.stuck_after_s,
             repeat_s=state.stuck_repeat_s,
             labels=state.labels,
+            age_s=state.since.age_ms(steady_ms) / 1000,
         )
         if result.changed:
             with bound_contextvars(invocation_id=state.ref.invocation_id):
@@ -230,7 +241,8 @@ class Poller:
                 result.snapshot,
                 transitions=result.transitions,
                 routes=self.router(result.transitions),
-                now_ms=self._clock.wall_ms(),
+                # The rows' creation and due times: the dispatcher reads the same steady clock.
+                now_ms=self._steady_ms(),
             )
         except StateStoreError as exc:
             _log.error("state_commit_failed", error=str(exc))
