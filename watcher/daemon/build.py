@@ -116,7 +116,8 @@ async def build(
 ) -> Parts:
     """Wire a watcher for ``config`` that tracks ``tracked`` (first polls not yet spread)."""
     sinks = build_sinks(config.sinks, session, config.fc.region)
-    dispatcher = Dispatcher(store, sinks, delivery_policies(config.sinks), rng=rng, metrics=metrics)
+    policies = delivery_policies(config.sinks)
+    dispatcher = Dispatcher(store, sinks, policies, clock=clock, rng=rng, metrics=metrics)
     client = make_client(config, session, credentials)
     limiter = ApiLimiter(config.poll.concurrency, config.poll.rate_limit_per_s, clock)
     poller = Poller(
