@@ -1,19 +1,24 @@
-"""The SQLite state store: atomic commits, idempotent ids, migrations, and hostile DB files."""
+"""The SQLite state store: atomic commits, idempotent ids, migrations, hostile DB files, the
+checks at open (corrupt, read-only) and the write health that readiness reports."""
 
 from __future__ import annotations
 
+import errno
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from watcher.core import decide
 from watcher.core.invocation import Api, FunctionRef, Invocation, InvocationRef
 from watcher.core.route import Target
 from watcher.daemon.status import render_status
-from watcher.store.errors import StateStoreError
-from watcher.store.records import SinkHealthRecord
+from watcher.store.errors import FailureKind, StateStoreError
+from watcher.store.records import SinkHealthRecord, WriteHealth
 from watcher.store.sqlite import SCHEMA_VERSION, SqliteStore
+from watcher.store.sqlite.connection import explain, write_transaction
 from watcher.store.sqlite.schema import _MIGRATIONS
 
 REF = InvocationRef(FunctionRef(Api.FC2, "fn", "svc", "LATEST"), "job-1")
@@ -207,3 +212,142 @@ async def test_migrates_a_version_4_outbox_keeping_its_rows(tmp_path: Path) -> N
     assert (row.attempts, row.row_failures) == (5, 0)
     assert await store.sink_health() == []
     await store.close()
+
+
+class StepClock:
+    """The store's clock, moved by the test: no sleeping."""
+
+    def __init__(self) -> None:
+        self.now_s = 100.0
+
+    def monotonic(self) -> float:
+        return self.now_s
+
+    def wall_ms(self) -> int:
+        return int(self.now_s * 1000)
+
+
+async def _filled(path: Path, invocations: int = 60) -> None:
+    """A real state DB whose transition log spans many pages."""
+    store = await SqliteStore.open(path)
+    for n in range(invocations):
+        ref = InvocationRef(FunctionRef(Api.FC2, "fn", "svc", "LATEST"), f"job-{n:03d}")
+        body = {"status": "Failed", "errorMessage": "E" * 200, "events": [{"eventId": 1}]}
+        result = decide.diff(None, Invocation.model_validate(body), ref=ref, observed_ms=1000)
+        routes = {t.id: [Target("log")] for t in result.transitions}
+        await store.commit(
+            ref, result.snapshot, transitions=result.transitions, routes=routes, now_ms=1000
+        )
+    await store.close()
+
+
+async def test_a_db_with_corrupt_pages_is_refused_at_open_and_kept(tmp_path: Path) -> None:
+    """Garbage over the transition log's pages: the daemon's open says corrupt, where, and to
+    move it aside with its WAL, in one line; the file is untouched; ``status`` still reads."""
+    path = tmp_path / "state.db"
+    await _filled(path)
+    db = sqlite3.connect(path)
+    size = int(db.execute("PRAGMA page_size").fetchone()[0])
+    pages = [r[0] for r in db.execute("SELECT pageno FROM dbstat WHERE name = 'transitions'")]
+    db.close()
+    with path.open("r+b") as file:
+        for page in pages:
+            file.seek((page - 1) * size)
+            file.write(bytes(range(256)) * (size // 256))
+    corrupt = path.read_bytes()
+    with pytest.raises(StateStoreError, match=r"move it aside with its state\.db-wal") as caught:
+        await SqliteStore.open(path)
+    assert caught.value.kind is FailureKind.CORRUPT
+    assert "is not a usable SQLite database: corrupt" in str(caught.value)
+    assert "\n" not in str(caught.value)
+    assert path.read_bytes() == corrupt
+    reader = await SqliteStore.open(path, readonly=True)  # no check: status shows what it can
+    assert len(await reader.invocation_rows()) == 60
+    await reader.close()
+
+
+async def test_the_integrity_check_is_bounded(tmp_path: Path) -> None:
+    """A check cut short by its budget (0 s here) lets the start go on, and says so."""
+    path = tmp_path / "state.db"
+    await _filled(path)
+    with capture_logs() as logs:
+        store = await SqliteStore.open(path, check_budget_s=0)
+    await store.close()
+    assert [e["event"] for e in logs] == ["state_check_incomplete"]
+
+
+async def test_a_read_only_file_or_directory_is_refused_at_open(tmp_path: Path) -> None:
+    """An immutable state DB (which root cannot write either), then an immutable directory:
+    each is one line saying read-only, before anything else happens."""
+    from tests.integration.test_state_health import Immutable
+
+    directory = tmp_path / "state"
+    directory.mkdir()
+    path = directory / "state.db"
+    await _filled(path, 1)
+    with Immutable(path), pytest.raises(StateStoreError, match="is read-only") as file_error:
+        await SqliteStore.open(path)
+    with Immutable(directory), pytest.raises(StateStoreError, match="read-only") as dir_error:
+        await SqliteStore.open(path)
+    assert file_error.value.kind is dir_error.value.kind is FailureKind.READ_ONLY
+    assert str(directory) in str(dir_error.value)
+    await (await SqliteStore.open(path)).close()  # lifted: it opens
+
+
+async def test_failed_writes_make_the_store_unhealthy_until_one_succeeds(tmp_path: Path) -> None:
+    """Writes failing (the DB held by another process): unhealthy, with the kind, the reason,
+    since when and the count, one log line however many fail; then a read after a quiet
+    interval probes with a write, which succeeds: healthy again, the recovery said once."""
+    path = tmp_path / "state.db"
+    clock = StepClock()
+    store = await SqliteStore.open(path, busy_timeout_s=0.05, clock=clock)
+    assert store.write_health() == WriteHealth()
+    other = sqlite3.connect(path, isolation_level=None, timeout=0)
+    other.execute("BEGIN EXCLUSIVE")
+    with capture_logs() as logs:
+        for _ in range(3):
+            with pytest.raises(StateStoreError):
+                await _commit(store, _failed_result())
+            clock.now_s += 1
+        failing = store.write_health()
+        other.execute("ROLLBACK")
+        other.close()
+        await store.outbox_counts()
+        still = store.write_health()  # a write was tried 1 s ago: no probe yet
+        clock.now_s += 10
+        await store.outbox_counts()
+    assert (failing.ok, failing.kind, failing.failing_writes) == (False, "locked", 3)
+    assert failing.since_ms == 100_000 and "locked by another process" in failing.reason
+    assert failing.describe().startswith("locked by another process since 1970-01-01T00:01:40")
+    assert dict(failing.failed_by_kind) == {"locked": 3}
+    assert not still.ok
+    healed = store.write_health()
+    assert healed.ok and dict(healed.failed_by_kind) == {"locked": 3}
+    events = [e["event"] for e in logs]
+    assert events == ["state_write_failed", "state_write_recovered"]
+    assert logs[0]["write"] == "commit" and logs[1]["failed_writes"] == 3
+    assert await _commit(store, _failed_result())  # nothing was lost or half-written
+    await store.close()
+
+
+def test_a_full_database_says_disk_full_even_when_rollback_fails(tmp_path: Path) -> None:
+    """SQLITE_FULL (a page limit: a real one, without filling a disk), with a ROLLBACK that
+    fails as a full disk can make it: the error is the first one, "disk full"; ENOSPC too."""
+
+    class RollbackFails(sqlite3.Connection):
+        def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+            if sql == "ROLLBACK":
+                raise sqlite3.OperationalError("cannot rollback - no transaction is active")
+            return super().execute(sql, *args)
+
+    path = tmp_path / "full.db"
+    db = sqlite3.connect(path, isolation_level=None, factory=RollbackFails)
+    db.execute("CREATE TABLE t (x)")
+    db.execute(f"PRAGMA max_page_count = {db.execute('PRAGMA page_count').fetchone()[0]}")
+    with pytest.raises(StateStoreError, match="disk full") as caught:
+        write_transaction(db, path, lambda: db.execute("INSERT INTO t VALUES (zeroblob(9000))"))
+    db.close()
+    assert caught.value.kind is FailureKind.DISK_FULL
+    assert "cannot rollback" not in str(caught.value)
+    enospc = explain(path, OSError(errno.ENOSPC, "No space left on device"))
+    assert (enospc.kind, "disk full" in str(enospc)) == (FailureKind.DISK_FULL, True)

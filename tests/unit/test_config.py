@@ -300,7 +300,7 @@ def test_inline_secrets_in_a_world_readable_file_are_warned_about(tmp_path: Path
     """A config holding inline secrets and readable by others gets a warning naming the fix."""
     from structlog.testing import capture_logs
 
-    from watcher.daemon.service import warn_if_secrets_exposed
+    from watcher.config.load import warn_if_secrets_exposed
 
     path = _write(tmp_path, BASE)
     path.chmod(0o644)

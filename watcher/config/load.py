@@ -10,9 +10,11 @@ or the state DB.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
+import structlog
 import yaml
 from pydantic import ValidationError
 
@@ -181,3 +183,24 @@ def json_schema() -> dict[str, Any]:
     schema = Config.model_json_schema()
     schema["title"] = "fc-watcher configuration"
     return schema
+
+
+_log = structlog.get_logger("watcher.config")
+
+
+def warn_if_secrets_exposed(loaded: LoadedConfig) -> None:
+    """A config holding inline secrets must not be readable by other users."""
+    if not loaded.inline_secrets:
+        return
+    try:
+        mode = loaded.path.stat().st_mode
+    except OSError:
+        return
+    if mode & (stat.S_IROTH | stat.S_IWOTH):
+        _log.warning(
+            "config_readable_by_others",
+            config=str(loaded.path),
+            secrets=list(loaded.inline_secrets),
+            fix=f"chmod 600 {loaded.path}, or move the secrets to ${{VAR}} or *_file "
+            "(systemd LoadCredential=)",
+        )

@@ -1,5 +1,10 @@
-"""Gauges read at scrape time from the scheduler and the store's backlog cache, so they never
-drift and a scrape never touches the database."""
+"""Gauges read at scrape time from the scheduler and the store's memory (its backlog cache and
+its write health), so they never drift and a scrape never touches the database.
+
+``fc_watcher_state_db_healthy`` is 0 from a failed write of the state DB until one succeeds;
+``fc_watcher_state_db_failed_writes_total`` counts failed writes by kind (``disk_full``,
+``read_only``...), every kind exported from 0 so that ``increase()`` sees the first failure.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,11 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from watcher.store.protocols import StatusReader
+from watcher.store.errors import FailureKind
+from watcher.store.protocols import StatusReader, WriteHealthSource
 
 
 class StateCollector(Collector):
@@ -22,7 +28,7 @@ class StateCollector(Collector):
         self._statuses = statuses
         self._store = store
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         tracked = GaugeMetricFamily(
             "fc_watcher_invocations", "Tracked invocations by last known status", labels=["status"]
         )
@@ -32,6 +38,7 @@ class StateCollector(Collector):
         store = self._store()
         if store is None:
             return
+        yield from _write_health(store)
         depth = GaugeMetricFamily("fc_watcher_outbox_depth", "Pending deliveries", labels=["sink"])
         oldest = GaugeMetricFamily(
             "fc_watcher_outbox_oldest_age_seconds",
@@ -51,3 +58,20 @@ class StateCollector(Collector):
         yield depth
         yield oldest
         yield dead
+
+
+def _write_health(store: WriteHealthSource) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    health = store.write_health()
+    yield GaugeMetricFamily(
+        "fc_watcher_state_db_healthy",
+        "1 while the state DB's writes succeed, 0 from a failed write until one succeeds",
+        value=1 if health.ok else 0,
+    )
+    failed = CounterMetricFamily(
+        "fc_watcher_state_db_failed_writes",
+        "Writes of the state DB that failed, by kind of failure",
+        labels=["kind"],
+    )
+    for kind in FailureKind:
+        failed.add_metric([kind.value], health.failed_by_kind.get(kind.value, 0))
+    yield failed

@@ -1,7 +1,9 @@
 """The optional HTTP endpoint: /healthz, /readyz and /metrics (Prometheus text).
 
 Off unless ``http.listen`` is set. /healthz answers from the event loop, so an answer means the
-loop is alive; /readyz also needs the state DB open and a poll finished recently.
+loop is alive; /readyz also needs the state DB open, its writes succeeding (a full disk or a
+read-only file answers 503 with the reason until a write succeeds again) and a poll finished
+recently. Neither touches the database: both read what the daemon keeps in memory.
 """
 
 from __future__ import annotations

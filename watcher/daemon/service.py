@@ -3,7 +3,9 @@
 ``startup()`` opens the state DB, the HTTP session and the optional health/metrics endpoint,
 and builds the rest; ``run_until_stopped()`` (or ``run_once()``) polls, delivers and prunes,
 with sd_notify READY / STATUS / WATCHDOG; ``reload()`` applies a changed config without losing
-state; ``shutdown()`` delivers what it can within the stop bound and closes everything.
+state; ``shutdown()`` delivers what it can and closes everything. The stop fits systemd's
+TimeoutStopSec=30: polls and deliveries get ``poll.stop_timeout_s`` (10 s) side by side, then
+2 s to record, then a 5 s drain (sinks cut short skipped), then closing.
 ``serve()`` is all of it under the daemon's signal policy: SIGTERM or SIGINT stop, a second
 SIGINT forces the exit, SIGHUP reloads. The handlers only set events.
 """
@@ -12,23 +14,24 @@ from __future__ import annotations
 
 import asyncio
 import random
-import stat
 from collections import Counter
 
 import aiohttp
 import structlog
 
-from watcher.config.load import ConfigError, load_config
+from watcher.config.load import ConfigError, load_config, warn_if_secrets_exposed
 from watcher.config.models import Config, LoadedConfig
 from watcher.core.clock import Clock, SystemClock
 from watcher.daemon.build import Parts, build
 from watcher.daemon.gauges import StateCollector
 from watcher.daemon.http import HttpEndpoint
 from watcher.daemon.notify import Notifier
+from watcher.daemon.polled import RECORD_POLLED_EVERY_S, record_polled_every
 from watcher.daemon.reload import apply_config
 from watcher.daemon.signals import install_signal_handlers
 from watcher.engine.poll import PollOutcome
 from watcher.engine.scheduler import Scheduler
+from watcher.store.errors import StateStoreError
 from watcher.store.protocols import StateStore
 from watcher.store.retention import run_retention
 from watcher.store.sqlite import SqliteStore
@@ -39,24 +42,6 @@ _log = structlog.get_logger("watcher.service")
 
 class StartupError(Exception):
     """The watcher cannot start; the message says why and what to change."""
-
-
-def warn_if_secrets_exposed(loaded: LoadedConfig) -> None:
-    """A config holding inline secrets must not be readable by other users."""
-    if not loaded.inline_secrets:
-        return
-    try:
-        mode = loaded.path.stat().st_mode
-    except OSError:
-        return
-    if mode & (stat.S_IROTH | stat.S_IWOTH):
-        _log.warning(
-            "config_readable_by_others",
-            config=str(loaded.path),
-            secrets=list(loaded.inline_secrets),
-            fix=f"chmod 600 {loaded.path}, or move the secrets to ${{VAR}} or *_file "
-            "(systemd LoadCredential=)",
-        )
 
 
 class Watcher:
@@ -106,7 +91,8 @@ class Watcher:
     # -- startup -------------------------------------------------------------------------------
 
     async def startup(self) -> None:
-        """Open everything; raises ``StateStoreError`` early, before any poll."""
+        """Open everything; raises ``StateStoreError`` early, before any poll and before READY:
+        the store's open refuses a corrupt or read-only state DB (``store.sqlite.startup``)."""
         config = self.config
         warn_if_secrets_exposed(self._loaded)
         self._store = await SqliteStore.open(config.state.path)
@@ -162,20 +148,27 @@ class Watcher:
         )
 
     def status_line(self) -> str:
-        """One line for systemd's STATUS=."""
+        """One line for systemd's STATUS=; a failing state DB first, as ``systemctl status``
+        may cut the line short."""
         counts = self._status_counts()
         # From the store's cache: a STATUS line every watchdog period must not scan the DB.
         backlog = self._store.cached_backlog() if self._store else ()
         pending = sum(row.pending for row in backlog)
+        health = self._store.write_health() if self._store else None
+        failing = f"state DB failing: {health.describe()}; " if health and not health.ok else ""
         return (
-            f"tracking {sum(counts.values())} invocations, {counts.get('Failed', 0)} failed, "
-            f"outbox {pending}"
+            f"{failing}tracking {sum(counts.values())} invocations, "
+            f"{counts.get('Failed', 0)} failed, outbox {pending}"
         )
 
     def readiness(self) -> str | None:
-        """None when ready, else why not (for /readyz)."""
+        """None when ready, else why not (for /readyz): starting, the state DB's writes
+        failing (until one succeeds again), or no poll finished lately."""
         if self._store is None or self._parts is None:
             return "starting"
+        health = self._store.write_health()
+        if not health.ok:
+            return f"state DB failing: {health.describe()}: {health.reason}"
         if self.scheduler.active_count == 0:
             return None
         last = self.scheduler.last_poll_finished_s
@@ -208,7 +201,12 @@ class Watcher:
         self.notifier.ready(self.status_line())
         async with asyncio.TaskGroup() as group:
             group.create_task(parts.scheduler.run(stop), name="scheduler")
-            group.create_task(parts.dispatcher.run(stop), name="outbox")
+            delivery = parts.dispatcher.run(
+                stop, stop_timeout_s=lambda: self.config.poll.stop_timeout_s
+            )
+            group.create_task(delivery, name="outbox")
+            polled = record_polled_every(self.store, parts.scheduler, RECORD_POLLED_EVERY_S, stop)
+            group.create_task(polled, name="last-polled")
             group.create_task(self.notifier.watchdog(stop, self.status_line), name="watchdog")
             group.create_task(self._reloads(stop), name="reloads")
             retention = run_retention(
@@ -281,7 +279,10 @@ class Watcher:
         if self._http is not None:
             await self._http.stop()
         if parts is not None and self._store is not None:
-            await self._store.record_polled(parts.scheduler.last_polled_ms())
+            try:
+                await self._store.record_polled(parts.scheduler.last_polled_ms())
+            except StateStoreError as exc:  # a full disk must not keep the stop from closing
+                _log.warning("last_polled_not_saved", error=str(exc))
         for sink in parts.sinks.values() if parts is not None else ():
             await sink.close()
         if self._session is not None:

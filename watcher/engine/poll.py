@@ -245,7 +245,9 @@ class Poller:
                 now_ms=self._steady_ms(),
             )
         except StateStoreError as exc:
-            _log.error("state_commit_failed", error=str(exc))
+            # The store reports each kind of write failure once per interval, with the fix;
+            # one line per poll here would flood the log on a full disk.
+            _log.debug("state_commit_failed", error=str(exc))
             return False
         state.snapshot = result.snapshot
         if fresh:

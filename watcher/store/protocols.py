@@ -22,6 +22,7 @@ from watcher.store.records import (
     Pruned,
     SinkBacklog,
     SinkHealthRecord,
+    WriteHealth,
 )
 
 
@@ -49,7 +50,16 @@ class SnapshotStore(Protocol):
     async def record_polled(self, last_polled_ms: Mapping[str, int]) -> None: ...
 
 
-class OutboxStore(Protocol):
+class WriteHealthSource(Protocol):
+    """Whether the store's writes work: what readiness, STATUS and the metrics report."""
+
+    def write_health(self) -> WriteHealth:
+        """From memory (no database access): unhealthy from a failed write until one
+        succeeds, with the reason and since when."""
+        ...
+
+
+class OutboxStore(WriteHealthSource, Protocol):
     """The delivery queue: one row per transition and sink, until sent or dead."""
 
     async def pending(self, sink: str, limit: int) -> list[OutboxRow]: ...
@@ -76,7 +86,7 @@ class OutboxStore(Protocol):
     async def sink_health(self) -> list[SinkHealthRecord]: ...
 
 
-class StatusReader(Protocol):
+class StatusReader(WriteHealthSource, Protocol):
     """What ``status``, ``redeliver``, metrics and the watchdog read."""
 
     async def invocation_rows(self) -> list[InvocationRow]: ...

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from watcher.core.model import Snapshot
+from watcher.store.errors import FailureKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,3 +87,30 @@ class Pruned:
     outbox_rows: int
     next_after_key: str | None
     """Where the next batch starts (keyset paging); None when the scan is complete."""
+
+
+@dataclass(frozen=True, slots=True)
+class WriteHealth:
+    """Whether the store's writes work: unhealthy from a failed write until one succeeds.
+
+    Kept in memory by the store, so readiness, STATUS lines and scrapes read it for free."""
+
+    ok: bool = True
+    kind: str = ""
+    """The last failure's ``FailureKind`` value ("" while ok)."""
+    reason: str = ""
+    """The last failure's one line: what, where, how to fix ("" while ok)."""
+    since_ms: int = 0
+    """When the current state began (the first failed write of an outage); 0: since open."""
+    failing_writes: int = 0
+    """Writes failed since the outage began."""
+    failed_by_kind: Mapping[str, int] = field(default_factory=dict)
+    """Writes failed since the store opened, by kind (the metric); never changed in place."""
+
+    def describe(self) -> str:
+        """A few words: "disk full since 2026-05-09T10:15:02+00:00, 37 writes failed"."""
+        if self.ok:
+            return "ok"
+        since = datetime.fromtimestamp(self.since_ms / 1000, UTC).isoformat(timespec="seconds")
+        count = f"{self.failing_writes} write{'' if self.failing_writes == 1 else 's'}"
+        return f"{FailureKind(self.kind).phrase} since {since}, {count} failed"

@@ -1,9 +1,10 @@
 """Prometheus metrics, on a registry of our own (no process-global state).
 
 Counters and histograms are updated where things happen (scheduler, dispatcher); gauges that
-describe the state (invocations by status, outbox depth, sink health) are computed at scrape
-time from the scheduler, the store and the dispatcher's circuits, so they can never drift. No
-label ever holds a secret or an id: invocation ids would make the series unbounded.
+describe the state (invocations by status, outbox depth, sink health, the state DB's write
+health and its failed writes by kind) are computed at scrape time from the scheduler, the store
+and the dispatcher's circuits, so they can never drift. No label ever holds a secret, an id or
+a path: invocation ids would make the series unbounded.
 """
 
 from __future__ import annotations

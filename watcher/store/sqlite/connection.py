@@ -1,11 +1,13 @@
 """Opening the SQLite file: the daemon's lock file, the pragmas, and the one way to write.
 
 Every sqlite3 error leaves this package as a ``StateStoreError`` that names the file, the
-cause and the fix (``explain``), and every write goes through ``write_transaction``.
+cause, the fix and the kind of failure (``explain``, from ``diagnose``), and every write goes
+through ``write_transaction``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -13,42 +15,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TypeVar
 
-from watcher.store.errors import StateStoreError
+from watcher.store.errors import FailureKind, StateStoreError
+from watcher.store.sqlite.diagnose import classify, explain
 from watcher.store.sqlite.schema import migrate
 
+__all__ = ["connect", "explain", "read", "take_lock", "write_transaction"]
+
 T = TypeVar("T")
-
-
-def explain(path: Path, exc: sqlite3.Error) -> StateStoreError:
-    """One clear line for a sqlite3 error: what, where, how to fix."""
-    text = str(exc)
-    if "locked" in text or "busy" in text:
-        return StateStoreError(
-            f"state DB {path} is locked by another process; stop it, or point state.path "
-            "at another file"
-        )
-    if "not a database" in text or "malformed" in text:
-        return StateStoreError(
-            f"state DB {path} is not a usable SQLite database ({text}); move it aside "
-            "(nothing is deleted) and fc-watcher will start a new one"
-        )
-    if "full" in text:
-        return StateStoreError(
-            f"state DB {path}: the disk is full ({text}); free space, nothing committed is lost"
-        )
-    if "unable to open" in text or "readonly" in text:
-        return StateStoreError(
-            f"cannot open state DB {path} for writing ({text}); check the directory exists "
-            "and is writable by this user"
-        )
-    return StateStoreError(f"state DB {path}: {text}")
 
 
 def write_transaction(db: sqlite3.Connection, path: Path, work: Callable[[], T]) -> T:
     """Run ``work`` in one ``BEGIN IMMEDIATE`` transaction: all of it commits, or none.
 
-    ROLLBACK only when a transaction is open: SQLite may already have rolled back on its own
-    (a full disk does), and a second error would hide the first.
+    ROLLBACK only when a transaction is open, and a failed ROLLBACK is ignored: SQLite may
+    already have rolled back on its own (a full disk does), and its "cannot rollback - no
+    transaction is active" must never hide the error that caused it.
     """
     try:
         db.execute("BEGIN IMMEDIATE")
@@ -57,7 +38,8 @@ def write_transaction(db: sqlite3.Connection, path: Path, work: Callable[[], T])
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
-                db.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
             raise
     except sqlite3.Error as exc:
         raise explain(path, exc) from None
@@ -80,7 +62,8 @@ def take_lock(path: Path) -> IO[str]:
     except OSError as exc:
         raise StateStoreError(
             f"cannot create {lock_path} ({exc.strerror}); check that {path.parent} exists "
-            "and is writable"
+            "and is writable",
+            classify(path, exc),
         ) from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -88,12 +71,18 @@ def take_lock(path: Path) -> IO[str]:
         handle.close()
         raise StateStoreError(
             f"state DB {path} is in use by another fc-watcher; stop it first, or give "
-            "this one another state.path"
+            "this one another state.path",
+            FailureKind.LOCKED,
         ) from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"{os.getpid()}\n")
-    handle.flush()
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+    except OSError as exc:  # ENOSPC: a full disk says so, as SQLITE_FULL does
+        with contextlib.suppress(OSError):  # closing flushes again, and fails again
+            handle.close()
+        raise explain(path, exc) from None
     return handle
 
 

@@ -9,6 +9,7 @@ when it opens or closes).
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
 
@@ -133,5 +134,7 @@ def migrate(db: sqlite3.Connection, path: Path, *, readonly: bool) -> None:
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:
-            db.execute("ROLLBACK")
+            # A failed ROLLBACK (SQLite already rolled back) must not hide the first error.
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
         raise

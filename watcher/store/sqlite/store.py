@@ -7,21 +7,26 @@ timeout, and unchanged polls and watchdog pings go on meanwhile.
 
 After every hop that touches the outbox the backlog per sink is read from the trigger-kept
 counts and cached, so metrics scrapes and watchdog STATUS lines read memory, never the DB.
+Every write goes through ``_write``, which keeps the write health readiness reports
+(``watcher.store.health``); the daemon's open first checks the file (``startup``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from watcher.core.clock import Clock, SystemClock
 from watcher.core.invocation import InvocationRef
 from watcher.core.model import Snapshot, Transition
 from watcher.core.route import Target
 from watcher.store.errors import StateStoreError
+from watcher.store.health import WriteHealthTracker
 from watcher.store.records import (
     DeadLetter,
     InvocationRow,
@@ -29,9 +34,11 @@ from watcher.store.records import (
     Pruned,
     SinkBacklog,
     SinkHealthRecord,
+    WriteHealth,
 )
 from watcher.store.sqlite import reads, writes
-from watcher.store.sqlite.connection import connect, read, take_lock, write_transaction
+from watcher.store.sqlite.connection import read, take_lock, write_transaction
+from watcher.store.sqlite.startup import CHECK_BUDGET_S, open_checked, rewrite_header
 
 T = TypeVar("T")
 
@@ -45,12 +52,14 @@ class SqliteStore:
         executor: ThreadPoolExecutor,
         connection: sqlite3.Connection,
         lock: IO[str] | None,
+        clock: Clock | None = None,
     ) -> None:
         self.path = path
         self._executor = executor
         self._db = connection
         self._lock = lock
         self._backlog: tuple[SinkBacklog, ...] = ()
+        self._health = WriteHealthTracker(clock or SystemClock())
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
@@ -63,27 +72,31 @@ class SqliteStore:
         readonly: bool = False,
         beside_daemon: bool = False,
         busy_timeout_s: float = 5.0,
+        check_budget_s: float = CHECK_BUDGET_S,
+        clock: Clock | None = None,
     ) -> SqliteStore:
         """Open (creating and migrating if needed) the state DB at ``path``.
 
         ``beside_daemon`` opens an existing DB for small writes (``redeliver``) without the
         daemon's lock: SQLite itself serialises the writes. ``busy_timeout_s`` is how long a
-        write waits for another process's transaction.
+        write waits for another process's transaction. The daemon's open (neither of those)
+        checks the file is intact, within ``check_budget_s``, and writable.
         """
         if (readonly or beside_daemon) and not path.exists():  # noqa: ASYNC240 (one stat)
             raise StateStoreError(f"state DB {path} does not exist yet; run the watcher first")
         lock = None if readonly or beside_daemon else take_lock(path)
+        budget_s = None if lock is None else check_budget_s
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-db")
         try:
             connection = await asyncio.get_running_loop().run_in_executor(
-                executor, lambda: connect(path, readonly=readonly, busy_timeout_s=busy_timeout_s)
+                executor, lambda: open_checked(path, readonly, busy_timeout_s, budget_s)
             )
         except BaseException:
             executor.shutdown(wait=False)
             if lock is not None:
                 lock.close()
             raise
-        store = cls(path, executor, connection, lock)
+        store = cls(path, executor, connection, lock, clock)
         if not readonly:
             await store._read(store._refresh_backlog)
         return store
@@ -101,22 +114,40 @@ class SqliteStore:
         return await asyncio.get_running_loop().run_in_executor(self._executor, work)
 
     async def _read(self, work: Callable[[], T]) -> T:
+        if self._health.probe_due():
+            # Failing, and no write tried since: a test write, or readiness stays 503 forever.
+            with contextlib.suppress(StateStoreError):
+                await self._write(
+                    lambda: rewrite_header(self._db), outbox_changed=False, name="probe"
+                )
         return await self._hop(lambda: read(self.path, work))
 
-    async def _write(self, work: Callable[[], T], *, outbox_changed: bool = True) -> T:
+    async def _write(
+        self, work: Callable[[], T], *, outbox_changed: bool = True, name: str = "write"
+    ) -> T:
         def transaction() -> T:
             result = write_transaction(self._db, self.path, work)
             if outbox_changed:
                 read(self.path, self._refresh_backlog)
             return result
 
-        return await self._hop(transaction)
+        try:
+            result = await self._hop(transaction)
+        except StateStoreError as exc:
+            self._health.failed(name, exc)
+            raise
+        self._health.succeeded()
+        return result
+
+    def write_health(self) -> WriteHealth:
+        """Whether writes work, from memory: readiness and STATUS lines cost nothing."""
+        return self._health.snapshot()
 
     def _refresh_backlog(self) -> None:
         self._backlog = tuple(reads.backlog(self._db))
 
     async def _update(
-        self, sql: str, rows: list[tuple[Any, ...]], *, outbox_changed: bool = True
+        self, sql: str, rows: list[tuple[Any, ...]], *, name: str, outbox_changed: bool = True
     ) -> None:
         if not rows:
             return
@@ -124,7 +155,7 @@ class SqliteStore:
         def work() -> None:
             self._db.executemany(sql, rows)
 
-        await self._write(work, outbox_changed=outbox_changed)
+        await self._write(work, outbox_changed=outbox_changed, name=name)
 
     # -- PollStore / SnapshotStore ------------------------------------------------------------
 
@@ -145,6 +176,7 @@ class SqliteStore:
         return await self._write(
             lambda: writes.commit_poll(self._db, ref, snapshot, transitions, routes, now_ms),
             outbox_changed=bool(routes),
+            name="commit",
         )
 
     async def load_snapshots(self) -> dict[str, Snapshot]:
@@ -155,7 +187,7 @@ class SqliteStore:
         """Persist last-poll times, batched: unchanged polls do not write, so this runs at
         shutdown (``status`` shows last-poll times as of the last write)."""
         rows = [(ms, key, ms) for key, ms in last_polled_ms.items()]
-        await self._update(writes.RECORD_POLLED, rows, outbox_changed=False)
+        await self._update(writes.RECORD_POLLED, rows, name="record_polled", outbox_changed=False)
 
     # -- OutboxStore --------------------------------------------------------------------------
 
@@ -177,7 +209,7 @@ class SqliteStore:
 
     async def mark_sent(self, seqs: Iterable[int], now_ms: int) -> None:
         """Record successful delivery."""
-        await self._update(writes.MARK_SENT, [(now_ms, seq) for seq in seqs])
+        await self._update(writes.MARK_SENT, [(now_ms, seq) for seq in seqs], name="mark_sent")
 
     async def mark_retry(
         self, seqs: Iterable[int], next_attempt_ms: int, error: str, *, own_failure: bool = True
@@ -185,7 +217,7 @@ class SqliteStore:
         """Record a failed attempt and when to try again; ``own_failure`` False when the
         sink's outage failed it (its attempts grow, its own failures do not)."""
         rows = [(int(own_failure), next_attempt_ms, error[:500], seq) for seq in seqs]
-        await self._update(writes.MARK_RETRY, rows)
+        await self._update(writes.MARK_RETRY, rows, name="mark_retry")
 
     async def pending_count(self, sink: str) -> int:
         """Pending rows of ``sink``, from the kept counts."""
@@ -200,7 +232,9 @@ class SqliteStore:
             record.last_success_ms,
             record.last_error[:500],
         )
-        await self._update(writes.SAVE_SINK_HEALTH, [row], outbox_changed=False)
+        await self._update(
+            writes.SAVE_SINK_HEALTH, [row], name="save_sink_health", outbox_changed=False
+        )
 
     async def sink_health(self) -> list[SinkHealthRecord]:
         """Each sink's circuit as last changed (sinks that never failed have none)."""
@@ -209,7 +243,7 @@ class SqliteStore:
     async def mark_dead(self, seqs: Iterable[int], now_ms: int, error: str) -> None:
         """Give up on rows: kept, shown by ``status``, re-sendable by ``redeliver``."""
         rows = [(now_ms, error[:500], seq) for seq in seqs]
-        await self._update(writes.MARK_DEAD, rows)
+        await self._update(writes.MARK_DEAD, rows, name="mark_dead")
 
     # -- StatusReader -------------------------------------------------------------------------
 
@@ -235,7 +269,9 @@ class SqliteStore:
 
     async def redeliver(self, *, sink: str | None, transition_id: str | None, now_ms: int) -> int:
         """Put dead rows (all, or of one sink, or of one transition) back in the queue."""
-        return await self._write(lambda: writes.redeliver(self._db, sink, transition_id, now_ms))
+        return await self._write(
+            lambda: writes.redeliver(self._db, sink, transition_id, now_ms), name="redeliver"
+        )
 
     async def total_changes(self) -> int:
         """Rows written through this store since it opened (tests prove that unchanged polls
@@ -258,5 +294,6 @@ class SqliteStore:
     ) -> Pruned:
         """Delete one batch of old finished invocations (see ``writes.prune``)."""
         return await self._write(
-            lambda: writes.prune(self._db, changed_before_ms, protected_keys, after_key, batch)
+            lambda: writes.prune(self._db, changed_before_ms, protected_keys, after_key, batch),
+            name="prune",
         )
