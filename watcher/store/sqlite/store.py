@@ -208,8 +208,11 @@ class SqliteStore:
         return await self._read(lambda: reads.transitions_by_id(self._db, ids))
 
     async def mark_sent(self, seqs: Iterable[int], now_ms: int) -> None:
-        """Record successful delivery."""
-        await self._update(writes.MARK_SENT, [(now_ms, seq) for seq in seqs], name="mark_sent")
+        """Record successful delivery. The cached backlog is not re-read here: the dispatcher's
+        next ``pending`` (right after, in the same pass loop) refreshes it, and re-reading it
+        after every delivery cost a second query per row."""
+        rows = [(now_ms, seq) for seq in seqs]
+        await self._update(writes.MARK_SENT, rows, name="mark_sent", outbox_changed=False)
 
     async def mark_retry(
         self, seqs: Iterable[int], next_attempt_ms: int, error: str, *, own_failure: bool = True
