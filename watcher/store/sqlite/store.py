@@ -208,9 +208,8 @@ class SqliteStore:
         return await self._read(lambda: reads.transitions_by_id(self._db, ids))
 
     async def mark_sent(self, seqs: Iterable[int], now_ms: int) -> None:
-        """Record successful delivery. The cached backlog is not re-read here: the dispatcher's
-        next ``pending`` (right after, in the same pass loop) refreshes it, and re-reading it
-        after every delivery cost a second query per row."""
+        """Record successful delivery (the backlog cache is left to the next ``pending``:
+        re-reading it after every delivery cost a second query a row)."""
         rows = [(now_ms, seq) for seq in seqs]
         await self._update(writes.MARK_SENT, rows, name="mark_sent", outbox_changed=False)
 
