@@ -285,7 +285,6 @@ class SqliteStore:
         return self._backlog
 
     # -- Prunable -----------------------------------------------------------------------------
-
     async def prune(
         self,
         *,
