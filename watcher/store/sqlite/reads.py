@@ -32,21 +32,23 @@ def snapshots(db: sqlite3.Connection) -> dict[str, Snapshot]:
     return {row["key"]: _snapshot(row) for row in db.execute("SELECT * FROM invocations")}
 
 
+def invocation_row(row: sqlite3.Row) -> InvocationRow:
+    """One ``invocations`` row as ``status`` shows it."""
+    return InvocationRow(
+        key=row["key"],
+        api=row["api"],
+        service=row["service"],
+        function=row["function"],
+        qualifier=row["qualifier"],
+        invocation_id=row["invocation_id"],
+        snapshot=_snapshot(row),
+        last_polled_ms=row["last_polled_ms"],
+    )
+
+
 def invocation_rows(db: sqlite3.Connection) -> list[InvocationRow]:
     """Every stored invocation, for ``status``."""
-    return [
-        InvocationRow(
-            key=row["key"],
-            api=row["api"],
-            service=row["service"],
-            function=row["function"],
-            qualifier=row["qualifier"],
-            invocation_id=row["invocation_id"],
-            snapshot=_snapshot(row),
-            last_polled_ms=row["last_polled_ms"],
-        )
-        for row in db.execute("SELECT * FROM invocations ORDER BY key")
-    ]
+    return [invocation_row(row) for row in db.execute("SELECT * FROM invocations ORDER BY key")]
 
 
 def pending(db: sqlite3.Connection, sink: str, limit: int) -> list[OutboxRow]:

@@ -21,7 +21,7 @@ from watcher.store.errors import StateStoreError
 from watcher.store.records import InvocationRow
 from watcher.store.sqlite import reads
 from watcher.store.sqlite.connection import connect, explain
-from watcher.store.sqlite.reads import _snapshot
+from watcher.store.sqlite.reads import invocation_row
 
 PAGE_ROWS = 1000
 
@@ -97,16 +97,7 @@ def invocations(
         size = page_rows if left is None else min(page_rows, left)
         rows = db.execute(sql, (after, size)).fetchall()
         for row in rows:
-            yield InvocationRow(
-                key=row["key"],
-                api=row["api"],
-                service=row["service"],
-                function=row["function"],
-                qualifier=row["qualifier"],
-                invocation_id=row["invocation_id"],
-                snapshot=_snapshot(row),
-                last_polled_ms=row["last_polled_ms"],
-            )
+            yield invocation_row(row)
         if len(rows) < size:
             return
         after = rows[-1]["key"]
