@@ -38,7 +38,8 @@ class DeliveryPolicy:
     backoff_base_s: float = 1.0
     backoff_cap_s: float = 300.0
     max_age_s: float = 24 * 3600.0
-    probe_cap_s: float = 30.0
+    probe_cap_s: float = 5.0
+    """A down receiver gets a probe every 5 s at most, so its return is seen within 5 s."""
     """The longest wait between probes of an unhealthy sink (and never over ``backoff_cap_s``):
     it bounds how long a recovered receiver goes unnoticed."""
 

@@ -20,6 +20,7 @@ from structlog.contextvars import bound_contextvars
 from watcher.config.models import PollSettings, Tracked
 from watcher.core.clock import Clock, SystemClock
 from watcher.core.model import Snapshot
+from watcher.engine.bounded import finish_within, gather_bounded
 from watcher.engine.cadence import forgotten, next_delay_s
 from watcher.engine.poll import Poller, PollOutcome, PollState, is_finished
 from watcher.engine.queue import DueQueue
@@ -214,8 +215,7 @@ class Scheduler:
 
     async def poll_due(self) -> list[PollOutcome]:
         """Poll every invocation due now, concurrently, and wait for all of them."""
-        keys = self.pop_due()
-        return list(await asyncio.gather(*(self.poll(key) for key in keys)))
+        return await gather_bounded(self.poll, self.pop_due(), self._settings.concurrency)
 
     async def poll_all(self) -> list[PollOutcome]:
         """Poll every active invocation once, now (``fc-watcher once``)."""
@@ -223,7 +223,7 @@ class Scheduler:
         for key in keys:
             self._generation += 1
             self._states[key].generation = self._generation  # drop their queued entries
-        return list(await asyncio.gather(*(self.poll(key) for key in keys)))
+        return await gather_bounded(self.poll, keys, self._settings.concurrency)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until ``stop`` is set; then let in-flight polls finish within the stop bound."""
@@ -263,7 +263,9 @@ class Scheduler:
         finally:
             stop_waiter.cancel()
             self._sleeper = None
-        await self._finish(inflight)
+        done, cancelled = await finish_within(inflight, self._settings.stop_timeout_s)
+        if done or cancelled:
+            _log.info("polls_stopped", finished=done, cancelled=cancelled)
 
     async def _sleep(self, *, full: bool) -> None:
         """Wait until a poll is due, a slot frees up (when ``full``), or a second passed."""
@@ -288,13 +290,3 @@ class Scheduler:
     def _wake(self) -> None:
         if self._sleeper is not None and not self._sleeper.done():
             self._sleeper.set_result(None)
-
-    async def _finish(self, inflight: Iterable[asyncio.Task[None]]) -> None:
-        if not (tasks := list(inflight)):
-            return
-        _, pending = await asyncio.wait(tasks, timeout=self._settings.stop_timeout_s)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending)
-        _log.info("polls_stopped", finished=len(tasks) - len(pending), cancelled=len(pending))
