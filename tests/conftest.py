@@ -105,18 +105,23 @@ def make_client(
     )
 
 
+def emulator_fc(url: str) -> dict[str, Any]:
+    """The ``fc`` section of a watcher config for the emulator at ``url``, with the test key."""
+    return {
+        "account_id": "1234567890123456",
+        "region": "cn-hangzhou",
+        "endpoint": url,
+        "access_key_id": ACCESS_KEY_ID,
+        "access_key_secret": ACCESS_KEY_SECRET,
+    }
+
+
 def emulator_config(url: str, state: Path, **sections: Any) -> Config:
     """A watcher config for the emulator at ``url`` with the test key; ``sections`` add or
     replace top-level sections (``poll``, ``sinks``, ``routes``...)."""
     return Config.model_validate(
         {
-            "fc": {
-                "account_id": "1234567890123456",
-                "region": "cn-hangzhou",
-                "endpoint": url,
-                "access_key_id": ACCESS_KEY_ID,
-                "access_key_secret": ACCESS_KEY_SECRET,
-            },
+            "fc": emulator_fc(url),
             "state": {"path": state},
             "watch": [{"service": "s", "function": "f", "invocations": ["unused"]}],
             **sections,

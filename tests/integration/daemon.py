@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import ACCESS_KEY_ID, ACCESS_KEY_SECRET, RunningEmulator
+from tests.conftest import RunningEmulator, emulator_fc
 from watcher.core import decide
 from watcher.core.invocation import Api, FunctionRef, InvocationRef
 from watcher.devtools.emulator.scenario import state_at
@@ -30,13 +30,7 @@ def write_config(
     settings = {"interval_s": 0.1, "max_interval_s": 0.2, "jitter": 0.1, "backoff_base_s": 0.05}
     settings.update(poll or {})
     config = {
-        "fc": {
-            "account_id": "1234567890123456",
-            "region": "cn-hangzhou",
-            "endpoint": url,
-            "access_key_id": ACCESS_KEY_ID,
-            "access_key_secret": ACCESS_KEY_SECRET,
-        },
+        "fc": emulator_fc(url),
         "state": {"path": str(tmp_path / "state.db")},
         "poll": settings,
         "watch": [
@@ -51,6 +45,22 @@ def write_config(
     path = tmp_path / "watcher.yaml"
     path.write_text(json.dumps(config))  # JSON is YAML
     return path
+
+
+def route_all_to_webhook(config: Path, url: str) -> None:
+    """Make the config at ``config`` send every transition to one fast-retrying webhook."""
+    document = json.loads(config.read_text())
+    document["sinks"] = [
+        {
+            "name": "hook",
+            "type": "webhook",
+            "url": url,
+            "backoff_base_s": 0.05,
+            "backoff_cap_s": 0.5,
+        }
+    ]
+    document["routes"] = [{"sinks": ["hook"]}]
+    config.write_text(json.dumps(document))
 
 
 async def run_cli(

@@ -18,6 +18,7 @@ from tests.integration.daemon import (
     expected_run,
     pending_outbox,
     read_log,
+    route_all_to_webhook,
     run_cli,
     stop,
     wait_until,
@@ -60,18 +61,7 @@ async def test_sigkill_during_a_300_transition_run(
     times = list(range(len(STEPS)))
     emu = await start_emulator(invocations=script)
     config = write_config(tmp_path, emu.url, ids, poll={"interval_s": 0.05, "max_interval_s": 0.1})
-    document = json.loads(config.read_text())
-    document["sinks"] = [
-        {
-            "name": "hook",
-            "type": "webhook",
-            "url": receiver.url + "/hook",
-            "backoff_base_s": 0.05,
-            "backoff_cap_s": 0.5,
-        }
-    ]
-    document["routes"] = [{"sinks": ["hook"]}]
-    config.write_text(json.dumps(document))
+    route_all_to_webhook(config, receiver.url + "/hook")
     facts, progress = expected_run(emu, ids, times)
     assert len(facts) == 300
 

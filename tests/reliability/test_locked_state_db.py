@@ -22,6 +22,7 @@ from tests.integration.daemon import (
     committed,
     expected_run,
     pending_outbox,
+    route_all_to_webhook,
     wait_until,
     write_config,
 )
@@ -153,18 +154,7 @@ async def test_a_locked_state_db_delays_no_poll_and_no_watchdog_ping(
         # is done; with a slot for every invocation, the blocked ones cannot starve the rest.
         poll={"interval_s": 0.2, "max_interval_s": 0.2, "jitter": 0.1, "concurrency": len(IDS)},
     )
-    document = json.loads(config.read_text())
-    document["sinks"] = [
-        {
-            "name": "hook",
-            "type": "webhook",
-            "url": receiver.url + "/hook",
-            "backoff_base_s": 0.05,
-            "backoff_cap_s": 0.5,
-        }
-    ]
-    document["routes"] = [{"sinks": ["hook"]}]
-    config.write_text(json.dumps(document))
+    route_all_to_webhook(config, receiver.url + "/hook")
     db = tmp_path / "state.db"
 
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
