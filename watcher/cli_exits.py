@@ -7,11 +7,15 @@ exceptions to codes or print anything (that stays in ``watcher.cli.main``).
 
 from __future__ import annotations
 
+# The daemon's forced exit (a second SIGINT) and the CLI's Ctrl-C share one code.
+from watcher.daemon.signals import EXIT_INTERRUPTED
+
+__all__ = ["EXIT_CONFIG", "EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "UsageError"]
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h: systemd's RestartPreventExitStatus uses it
-EXIT_INTERRUPTED = 130
 
 
 class UsageError(Exception):
