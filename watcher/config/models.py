@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    AliasChoices,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -114,8 +115,15 @@ class PollSettings(_Section):
     jitter: float = Field(0.1, ge=0, le=1)
     """Each delay is scaled by a random factor in [1 - jitter, 1 + jitter]."""
     concurrency: int = Field(64, ge=1, le=10_000)
-    rate_limit_per_s: float | None = Field(None, gt=0)
-    """Global cap on FC requests per second (a token bucket), to protect the API quota."""
+    api_budget_per_s: float | None = Field(
+        None, gt=0, validation_alias=AliasChoices("api_budget_per_s", "rate_limit_per_s")
+    )
+    """The budget for ALL FC calls, Get and List together, in requests a second (a token
+    bucket), to protect the account's API quota. ``rate_limit_per_s`` is its old name."""
+    max_tracked: int = Field(200_000, ge=1, le=10_000_000)
+    """A cap on the tracked set, to protect memory: at the cap, finished invocations are
+    forgotten first, and new ones are turned away (with a log line and a metric), never
+    active ones."""
     backoff_base_s: float = Field(1.0, gt=0)
     backoff_cap_s: float = Field(300.0, gt=0)
     failure_threshold: int = Field(3, ge=1)
@@ -138,6 +146,20 @@ class PollSettings(_Section):
         return self
 
 
+class Discover(_Section):
+    """Track every invocation of the entry's function that FC lists."""
+
+    prefix: Identifier | None = None
+    """Only ids that start with this (``invocationIdPrefix`` / ``prefix``, filtered by FC)."""
+    since_s: float = Field(0.0, ge=0, le=7 * 86_400)
+    """On the first scan, also track invocations that started this long ago, finished or
+    not; with 0 only those still running are (yesterday's failures are not reported)."""
+    statuses: list[str] | None = Field(None, min_length=1)
+    """Track only invocations first seen in one of these statuses (e.g. only Failed)."""
+    overlap_s: float = Field(60.0, ge=0, le=86_400)
+    """Each scan looks this far behind its watermark: FC's clock is not ours."""
+
+
 class WatchEntry(_Section):
     """A group of invocations of one function."""
 
@@ -148,6 +170,7 @@ class WatchEntry(_Section):
     labels: dict[str, str] = Field(default_factory=dict)
     invocations: list[Identifier] = Field(default_factory=list)
     invocations_file: Path | None = None
+    discover: Discover | None = None
     stuck_after_s: float | None = Field(None, gt=0)
     """Overrides ``poll.stuck_after_s`` for this entry."""
     stuck_repeat_s: float | None = Field(None, gt=0)
@@ -158,8 +181,8 @@ class WatchEntry(_Section):
             raise ValueError("an FC 2.0 entry needs 'service' (or set 'api: fc3')")
         if self.api is Api.FC3 and self.service is not None:
             raise ValueError("an FC 3.0 entry ('api: fc3') has no 'service'")
-        if not self.invocations and self.invocations_file is None:
-            raise ValueError("list 'invocations', or give an 'invocations_file'")
+        if not self.invocations and self.invocations_file is None and self.discover is None:
+            raise ValueError("list 'invocations', give an 'invocations_file', or 'discover'")
         return self
 
     def function_ref(self) -> FunctionRef:
@@ -171,6 +194,12 @@ class HttpSettings(_Section):
 
     listen: str | None = None
     """host:port, e.g. 127.0.0.1:9464."""
+    token: SecretStr | None = None
+    """Bearer token for the write API (/api/v1/...): off unless this or token_file is set."""
+    token_file: Path | None = None
+    """A file holding the bearer token (read at start and on reload)."""
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    """Larger API request bodies are refused with 413."""
 
     @field_validator("listen")
     @classmethod

@@ -119,7 +119,7 @@ async def build(
     policies = delivery_policies(config.sinks)
     dispatcher = Dispatcher(store, sinks, policies, clock=clock, rng=rng, metrics=metrics)
     client = make_client(config, session, credentials)
-    limiter = ApiLimiter(config.poll.concurrency, config.poll.rate_limit_per_s, clock)
+    limiter = ApiLimiter(config.poll.concurrency, config.poll.api_budget_per_s, clock)
     poller = Poller(
         client=client,
         store=store,

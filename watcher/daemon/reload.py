@@ -39,7 +39,7 @@ def apply_config(
     parts.poller.router = make_router(new)
     parts.poller.settings = new.poll
     parts.scheduler.set_settings(new.poll)
-    parts.limiter.set_limits(new.poll.concurrency, new.poll.rate_limit_per_s)
+    parts.limiter.set_limits(new.poll.concurrency, new.poll.api_budget_per_s)
     parts.config_source.replace(loaded.tracked, parts.scheduler, snapshots)
     parts.config = new
     _log.info(

@@ -18,6 +18,8 @@ from watcher.core.route import Target
 from watcher.store.records import (
     DeadLetter,
     InvocationRow,
+    LiveChange,
+    LiveItem,
     OutboxRow,
     Pruned,
     SinkBacklog,
@@ -124,7 +126,34 @@ class Prunable(Protocol):
     ) -> Pruned: ...
 
 
-class StateStore(PollStore, SnapshotStore, OutboxStore, StatusReader, Prunable, Protocol):
+class TrackingStore(Protocol):
+    """What is tracked besides the config: ids registered live (``fc-watcher track``, the
+    HTTP API), and how far each discover entry's scan has got (its watermark). Both are
+    durable, so a restart or a SIGKILL neither forgets a live id nor re-scans from scratch."""
+
+    async def track_live(self, items: Sequence[LiveItem], now_ms: int) -> int:
+        """Register ``items`` (idempotent); return how many were not live-tracked before."""
+        ...
+
+    async def untrack_live(self, refs: Sequence[InvocationRef], now_ms: int) -> int:
+        """Unregister ``refs``; return how many were live-tracked."""
+        ...
+
+    async def live_changes(self, after_rev: int) -> tuple[int, list[LiveChange]]:
+        """Every registration or removal after revision ``after_rev`` (0: all live ids now),
+        and the revision to ask from next time. Cheap when nothing changed."""
+        ...
+
+    async def load_watermarks(self) -> dict[str, int]:
+        """Each discover entry's watermark: the FC start time (ms) its scans have covered."""
+        ...
+
+    async def save_watermark(self, entry: str, started_ms: int, now_ms: int) -> None: ...
+
+
+class StateStore(
+    PollStore, SnapshotStore, OutboxStore, StatusReader, Prunable, TrackingStore, Protocol
+):
     """Everything: what the daemon opens and hands out by the narrow protocols above."""
 
     async def close(self) -> None: ...

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from watcher.core.invocation import InvocationRef
 from watcher.core.model import Snapshot
 from watcher.store.errors import FailureKind
 
@@ -114,3 +115,20 @@ class WriteHealth:
         since = datetime.fromtimestamp(self.since_ms / 1000, UTC).isoformat(timespec="seconds")
         count = f"{self.failing_writes} write{'' if self.failing_writes == 1 else 's'}"
         return f"{FailureKind(self.kind).phrase} since {since}, {count} failed"
+
+
+@dataclass(frozen=True, slots=True)
+class LiveItem:
+    """One id registered live (``fc-watcher track`` or ``POST /api/v1/track``)."""
+
+    ref: InvocationRef
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class LiveChange:
+    """A live registration (``tracked``) or its removal (not ``tracked``)."""
+
+    ref: InvocationRef
+    tracked: bool
+    labels: Mapping[str, str] = field(default_factory=dict)
