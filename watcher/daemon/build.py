@@ -23,6 +23,7 @@ from watcher.core.route import route
 from watcher.delivery.dispatcher import Dispatcher
 from watcher.delivery.sinks import Sink
 from watcher.delivery.sinks.registry import build_sinks, delivery_policies
+from watcher.engine.discovery import Discovery, discover_specs
 from watcher.engine.limiter import ApiLimiter
 from watcher.engine.poll import Poller, Router
 from watcher.engine.scheduler import Scheduler
@@ -98,6 +99,7 @@ class Parts:
     poller: Poller
     scheduler: Scheduler
     config_source: ConfigSource
+    discovery: Discovery
     sinks: dict[str, Sink]
     dispatcher: Dispatcher
 
@@ -134,7 +136,29 @@ async def build(
         poller, settings=config.poll, clock=clock, rng=rng, metrics=metrics, on_lag=on_lag
     )
     config_source = ConfigSource(tracked)
-    config_source.attach(scheduler, await store.load_snapshots())
+    snapshots = await store.load_snapshots()
+    config_source.attach(scheduler, snapshots)
+    discovery = Discovery(
+        lister=client,
+        limiter=limiter,
+        scheduler=scheduler,
+        store=store,
+        clock=clock,
+        settings=config.poll,
+        rng=rng,
+        metrics=metrics,
+        watermarks=await store.load_watermarks(),
+    )
+    discovery.configure(discover_specs(config), snapshots, config.poll)
     return Parts(
-        config, store, client, limiter, poller, scheduler, config_source, sinks, dispatcher
+        config,
+        store,
+        client,
+        limiter,
+        poller,
+        scheduler,
+        config_source,
+        discovery,
+        sinks,
+        dispatcher,
     )

@@ -19,6 +19,7 @@ from watcher.core.model import Snapshot
 from watcher.daemon.build import Parts, make_client, make_router
 from watcher.delivery.sinks import Sink
 from watcher.delivery.sinks.registry import build_sink, delivery_policies
+from watcher.engine.discovery import discover_specs
 
 _log = structlog.get_logger("watcher.service")
 
@@ -41,6 +42,7 @@ def apply_config(
     parts.scheduler.set_settings(new.poll)
     parts.limiter.set_limits(new.poll.concurrency, new.poll.api_budget_per_s)
     parts.config_source.replace(loaded.tracked, parts.scheduler, snapshots)
+    parts.discovery.configure(discover_specs(new), snapshots, new.poll)
     parts.config = new
     _log.info(
         "config_reloaded",

@@ -27,7 +27,7 @@ from watcher.core.invocation import TERMINAL_STATUSES, InvocationRef
 from watcher.core.model import Snapshot, Transition
 from watcher.core.route import Target
 from watcher.engine.limiter import ApiLimiter
-from watcher.fc.errors import AuthError, FcError, NotFoundError, ThrottledError
+from watcher.fc.errors import AuthError, FcError, NotFoundError, ThrottledError, outcome_label
 from watcher.fc.models import parse_invocation
 from watcher.store.errors import StateStoreError
 from watcher.store.protocols import PollStore
@@ -124,13 +124,14 @@ class Poller:
         self._metrics = metrics
         self._on_commit = on_commit
         self._auth_failing = False
+        self._get_ok = metrics.api_requests.labels("get", "ok") if metrics is not None else None
 
     async def poll(self, state: PollState) -> tuple[PollOutcome, float | None]:
         """Poll ``state``'s invocation and commit what changed: the outcome, and the delay FC
         asked for (Retry-After) if it throttled."""
         outcome, retry_after_s = await self._fetch_and_commit(state)
         if outcome in (PollOutcome.CHANGED, PollOutcome.UNCHANGED):
-            await self._check_stuck(state)
+            await self.check_stuck(state)
         return outcome, retry_after_s
 
     async def _fetch_and_commit(self, state: PollState) -> tuple[PollOutcome, float | None]:
@@ -142,8 +143,14 @@ class Poller:
                     await limiter.enter()
                 try:
                     body = await self.client.get_invocation_body(state.ref)
+                except FcError as exc:
+                    if self._metrics is not None:
+                        self._metrics.api_requests.labels("get", outcome_label(exc)).inc()
+                    raise
                 finally:
                     limiter.leave()
+                if self._get_ok is not None:
+                    self._get_ok.inc()
             finally:
                 if self._metrics is not None:
                     self._metrics.api_latency.observe(time.perf_counter() - started)
@@ -209,7 +216,7 @@ class Poller:
         await self._commit(state, result)
         return PollOutcome.FAILED, exc.retry_after_s if isinstance(exc, ThrottledError) else None
 
-    async def _check_stuck(self, state: PollState) -> None:
+    async def check_stuck(self, state: PollState) -> None:
         # Runs on unchanged polls too: being stuck is precisely nothing changing.
         if state.stuck_after_s is None or state.snapshot is None:
             return

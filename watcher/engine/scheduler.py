@@ -8,8 +8,6 @@ tests drive it tick by tick with ``poll_due``; ``run`` is the daemon loop around
 
 from __future__ import annotations
 
-import asyncio
-import math
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -19,17 +17,23 @@ from structlog.contextvars import bound_contextvars
 
 from watcher.config.models import PollSettings, Tracked
 from watcher.core.clock import Clock, SystemClock
+from watcher.core.invocation import FunctionRef
+from watcher.core.listing import is_scan_watched
 from watcher.core.model import Snapshot
-from watcher.engine.bounded import finish_within, gather_bounded
+from watcher.engine.bounded import gather_bounded
 from watcher.engine.cadence import forgotten, next_delay_s
+from watcher.engine.membership import TrackedSet
 from watcher.engine.poll import Poller, PollOutcome, PollState, is_finished
 from watcher.engine.queue import DueQueue
+from watcher.engine.run_loop import RunLoop
 from watcher.telemetry.metrics import Metrics
 
 _log = structlog.get_logger("watcher.scheduler")
 
+_SEEN = (PollOutcome.CHANGED, PollOutcome.UNCHANGED)
 
-class Scheduler:
+
+class Scheduler(RunLoop):
     """Owns the due-time queue and the per-invocation polling state; polls through a
     ``Poller`` it is given."""
 
@@ -56,17 +60,24 @@ class Scheduler:
             else {}
         )
         self._on_lag = on_lag
-        self._states: dict[str, PollState] = {}
-        self._owners: dict[str, set[str]] = {}
-        """Which sources track each key: it is dropped when the last one lets go."""
+        self.tracked = TrackedSet(settings.max_tracked)
+        self._states = self.tracked.states  # the same dict: the hot path reads it directly
+        self._scanned: set[FunctionRef] = set()
+        """Functions whose active invocations a scan watches (no Gets while unchanged)."""
         self._generation = 0
         self._queue = DueQueue(self._is_current)
-        self._sleeper: asyncio.Future[None] | None = None
-        self._sleep_until = float("inf")
-        self._at_capacity = False
+        RunLoop.__init__(self)
         self.outcomes: Counter[PollOutcome] = Counter()
         self.last_poll_finished_s: float | None = None
         """Monotonic time of the last completed poll (for readiness)."""
+
+    @property
+    def settings(self) -> PollSettings:
+        return self._settings
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
 
     def set_settings(self, settings: PollSettings) -> None:
         """New poll settings (reload); a new concurrency applies to polls started from now."""
@@ -81,14 +92,17 @@ class Scheduler:
         snapshots: Mapping[str, Snapshot],
         *,
         spread: bool = True,
+        schedule: bool = True,
     ) -> None:
-        """Poll these for ``source``: new ones are added, known ones get the new labels."""
+        """Poll these for ``source``: new ones are added, known ones get the new labels.
+
+        ``schedule=False`` leaves new ones unscheduled: the caller polls them now itself.
+        """
+        tracked = self.tracked
         for item in items:
             key = item.ref.key
-            self._owners.setdefault(key, set()).add(source)
-            current = self._states.get(key)
-            if current is not None:
-                current.take_settings(item)
+            if tracked.claim(source, key):
+                self._states[key].take_settings(item)
                 continue
             snapshot = snapshots.get(key)
             state = PollState(
@@ -102,21 +116,64 @@ class Scheduler:
             state.done = is_finished(snapshot, 0) or forgotten(
                 snapshot, self._settings, self._clock.wall_ms()
             )
-            self._states[key] = state
-            if not state.done:
+            if not tracked.add(source, state):
+                continue
+            if not state.done and schedule and not self._scan_watched(state):
                 delay_s = self._rng.uniform(0, self._settings.interval_s) if spread else 0.0
                 self._schedule(state, delay_s)
 
     def untrack(self, source: str, keys: Iterable[str]) -> None:
-        """``source`` lets these go; each is dropped once no source tracks it."""
+        """``source`` lets these go; each is dropped once no source tracks it (its queue
+        entries go stale: they are skipped by key lookup)."""
         for key in keys:
-            owners = self._owners.get(key)
-            if owners is None:
-                continue
-            owners.discard(source)
-            if not owners:
-                del self._owners[key]
-                del self._states[key]  # its queue entries go stale: skipped by key lookup
+            self.tracked.release(source, key)
+
+    def is_tracked(self, key: str) -> bool:
+        return key in self._states
+
+    def function_states(self, function_ref: FunctionRef) -> list[PollState]:
+        """The tracked invocations of one function (for its scan)."""
+        return list(self.tracked.of_function(function_ref))
+
+    def set_scanned(self, function_ref: FunctionRef, scanned: bool) -> None:
+        """Whether a scan watches ``function_ref``'s active invocations. Turned on, their
+        queued Gets are dropped; turned off (the scan fails), they are polled again by Get."""
+        if scanned == (function_ref in self._scanned):
+            return
+        if scanned:
+            self._scanned.add(function_ref)
+        else:
+            self._scanned.discard(function_ref)
+        for state in self.tracked.of_function(function_ref):
+            if not state.done and is_scan_watched(state.snapshot):
+                if scanned:
+                    self._generation += 1
+                    state.generation = self._generation  # its queued Get goes stale
+                else:
+                    self._schedule(state, self._rng.uniform(0, self._settings.interval_s))
+
+    def _scan_watched(self, state: PollState) -> bool:
+        return state.ref.function_ref in self._scanned and is_scan_watched(state.snapshot)
+
+    async def poll_now(self, keys: Iterable[str]) -> dict[str, PollOutcome]:
+        """Poll these now (a scan saw them change, appear or go missing), whatever their
+        schedule: their queued entries go stale, and each is rescheduled after its poll."""
+        wanted = [key for key in keys if key in self._states]
+        for key in wanted:
+            self._generation += 1
+            self._states[key].generation = self._generation
+        outcomes = await gather_bounded(self.poll, wanted, self._settings.concurrency)
+        return dict(zip(wanted, outcomes, strict=True))
+
+    async def observe_unchanged(self, keys: Iterable[str]) -> None:
+        """A scan saw these unchanged: as an unchanged poll would, check whether they are
+        stuck (being stuck is precisely nothing changing)."""
+        now_ms = self._clock.wall_ms()
+        for key in keys:
+            state = self._states.get(key)
+            if state is not None:
+                state.last_polled_ms = now_ms
+                await self._poller.check_stuck(state)
 
     def spread_first_polls(self) -> None:
         """Re-spread every pending poll uniformly over one interval (no herd at start)."""
@@ -191,6 +248,8 @@ class Scheduler:
             self._poll_counters[outcome].inc()
         state.last_polled_ms = self._clock.wall_ms()
         if self._states.get(key) is state:  # not dropped by a reload meanwhile
+            if outcome in _SEEN and self._scan_watched(state):
+                return outcome  # its function's scan watches it from here: no Get schedule
             self._reschedule(state, outcome, retry_after_s)
         return outcome
 
@@ -224,69 +283,3 @@ class Scheduler:
             self._generation += 1
             self._states[key].generation = self._generation  # drop their queued entries
         return await gather_bounded(self.poll, keys, self._settings.concurrency)
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Poll until ``stop`` is set; then let in-flight polls finish within the stop bound."""
-        inflight: set[asyncio.Task[None]] = set()
-        stop_waiter = asyncio.ensure_future(stop.wait())
-        stop_waiter.add_done_callback(lambda _: self._wake())
-
-        def finished(task: asyncio.Task[None]) -> None:
-            inflight.discard(task)
-            if self._at_capacity:
-                self._at_capacity = False
-                self._wake()  # a slot is free for an overdue poll
-
-        async def poll_while_due(key: str) -> None:
-            # A slot, once taken, goes straight on to the next overdue poll: when polls are
-            # behind, that saves a task and a turn of this loop per poll.
-            while True:
-                await self.poll(key)
-                if stop.is_set() or len(inflight) > self._settings.concurrency:
-                    return  # stopping, or a reload lowered the concurrency
-                more = self.pop_due(1)
-                if not more:
-                    return
-                key = more[0]
-
-        try:
-            while not stop.is_set():
-                # Polls start only when a slot is free: overdue ones wait on the heap, in due
-                # order, rather than as thousands of tasks parked on a semaphore (which cost
-                # CPU on every hand-over, and would hide the wait from the lag measure).
-                free = self._settings.concurrency - len(inflight)
-                for key in self.pop_due(free) if free > 0 else ():
-                    task = asyncio.create_task(poll_while_due(key))
-                    inflight.add(task)
-                    task.add_done_callback(finished)
-                await self._sleep(full=len(inflight) >= self._settings.concurrency)
-        finally:
-            stop_waiter.cancel()
-            self._sleeper = None
-        done, cancelled = await finish_within(inflight, self._settings.stop_timeout_s)
-        if done or cancelled:
-            _log.info("polls_stopped", finished=done, cancelled=cancelled)
-
-    async def _sleep(self, *, full: bool) -> None:
-        """Wait until a poll is due, a slot frees up (when ``full``), or a second passed."""
-        loop = asyncio.get_running_loop()
-        wait_s = self.next_due_in_s()
-        timeout_s = 1.0 if wait_s is None else min(max(wait_s, 0.001), 1.0)
-        # A bare future and one timer per wait: this loop turns up to thousands of times a
-        # second, and wait_for's extra task per turn showed in profiles.
-        self._sleeper = loop.create_future()
-        if full and wait_s is not None:
-            # Only a finished poll can start another, so new due times must not wake the
-            # loop; ``finished`` will.
-            self._at_capacity = True
-            self._sleep_until = -math.inf
-            timeout_s = 1.0
-        else:
-            self._sleep_until = self._clock.monotonic() + timeout_s
-        timer = loop.call_later(timeout_s, self._wake)
-        await self._sleeper
-        timer.cancel()
-
-    def _wake(self) -> None:
-        if self._sleeper is not None and not self._sleeper.done():
-            self._sleeper.set_result(None)

@@ -174,3 +174,25 @@ def classify_response(
     else:
         error_class = RequestError
     return error_class(text, code=code, http_status=http_status, request_id=request_id)
+
+
+def outcome_label(exc: FcError | None) -> str:
+    """A bounded label for what one FC request came to (``ok``, ``not_found``, ``throttled``,
+    ``auth``, ``server``, ``transport``, ``bad_response``, ``rejected``): for the metric."""
+    if exc is None:
+        return "ok"
+    for kind, label in _OUTCOME_LABELS:
+        if isinstance(exc, kind):
+            return label
+    return "error"
+
+
+_OUTCOME_LABELS: tuple[tuple[type[FcError], str], ...] = (
+    (NotFoundError, "not_found"),
+    (ThrottledError, "throttled"),
+    (AuthError, "auth"),
+    (ServerError, "server"),
+    (TransportError, "transport"),
+    (BadResponseError, "bad_response"),
+    (RequestError, "rejected"),
+)

@@ -53,6 +53,20 @@ class Metrics:
             buckets=LAG_BUCKETS_S,
             registry=self.registry,
         )
+        self.api_requests = PromCounter(
+            "fc_watcher_api_requests",
+            "FC API requests by operation (get, list, stop) and outcome",
+            ["operation", "outcome"],
+            registry=self.registry,
+        )
+        for operation in ("get", "list", "stop"):
+            self.api_requests.labels(operation, "ok")  # every operation shows from the start
+        self.scans = PromCounter(
+            "fc_watcher_scans",
+            "List-based scans of a function, by result (ok, failed)",
+            ["result"],
+            registry=self.registry,
+        )
         self._collectors: list[Collector] = []
 
     def watch_state(self, collector: Collector) -> None:
