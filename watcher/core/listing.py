@@ -115,3 +115,11 @@ def estimated_list_calls(active_watched: int) -> int:
     """List calls a scan of ``active_watched`` invocations needs at least: one per active
     status, plus a page for each further hundred."""
     return len(ACTIVE_STATUSES) + max(0, -(-active_watched // PAGE_LIMIT) - 1)
+
+
+def stretch_ratio(demand_per_s: float, budget_per_s: float | None) -> float:
+    """How much every interval stretches when the calls asked for exceed the budget (1.0:
+    not at all). The limiter serves calls in due order, so the stretch is shared evenly."""
+    if not budget_per_s or demand_per_s <= budget_per_s:
+        return 1.0
+    return demand_per_s / budget_per_s

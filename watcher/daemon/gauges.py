@@ -15,6 +15,9 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from watcher.daemon.demand import api_demand
+from watcher.engine.discovery import Discovery
+from watcher.engine.scheduler import Scheduler
 from watcher.store.errors import FailureKind
 from watcher.store.protocols import StatusReader, WriteHealthSource
 
@@ -75,3 +78,43 @@ def _write_health(store: WriteHealthSource) -> Iterator[GaugeMetricFamily | Coun
     for kind in FailureKind:
         failed.add_metric([kind.value], health.failed_by_kind.get(kind.value, 0))
     yield failed
+
+
+class TrackingCollector(Collector):
+    """What is tracked and what it costs: invocations by how they were found, the API demand
+    against the budget, and the stretch of every interval when the budget is short."""
+
+    def __init__(self, scheduler: Scheduler, discovery: Callable[[], Discovery]) -> None:
+        self._scheduler = scheduler
+        self._discovery = discovery
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        scheduler = self._scheduler
+        tracked = GaugeMetricFamily(
+            "fc_watcher_tracked",
+            "Tracked invocations by how they were found (listed, discovered, live)",
+            labels=["found_by"],
+        )
+        counts = scheduler.tracked.found_by_counts()
+        for found_by in ("listed", "discovered", "live"):
+            tracked.add_metric([found_by], counts.get(found_by, 0))
+        yield tracked
+        yield GaugeMetricFamily(
+            "fc_watcher_tracked_limit", "poll.max_tracked", value=scheduler.tracked.max_tracked
+        )
+        yield CounterMetricFamily(
+            "fc_watcher_tracking_refused",
+            "Invocations not tracked because the tracked set was at poll.max_tracked",
+            value=scheduler.tracked.refused,
+        )
+        demand = api_demand(scheduler, self._discovery())
+        yield GaugeMetricFamily(
+            "fc_watcher_api_demand_per_second",
+            "FC calls a second that polling and scans ask for at their intervals",
+            value=demand.demand_per_s,
+        )
+        yield GaugeMetricFamily(
+            "fc_watcher_interval_stretch_ratio",
+            "How much every interval stretches because the API budget is short (1: not at all)",
+            value=demand.stretch,
+        )

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 
 import structlog
 
 from watcher.core.invocation import FunctionRef
+from watcher.core.listing import is_scan_watched
 from watcher.engine.poll import PollState
 
 _log = structlog.get_logger("watcher.tracking")
@@ -125,6 +126,16 @@ class TrackedSet:
 
     def functions(self) -> list[FunctionRef]:
         return list(self._by_function)
+
+    def get_demand_per_s(self, scanned: Collection[FunctionRef]) -> float:
+        """Gets a second the tracked set asks for: each active invocation that no scan
+        watches, once per its (adaptive) interval."""
+        return sum(
+            1.0 / state.interval_s
+            for state in self.states.values()
+            if not state.done
+            and not (state.ref.function_ref in scanned and is_scan_watched(state.snapshot))
+        )
 
     def found_by_counts(self) -> Counter[str]:
         """Tracked invocations by how they were found (listed, discovered, live)."""

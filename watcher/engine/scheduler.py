@@ -62,7 +62,7 @@ class Scheduler(RunLoop):
         self._on_lag = on_lag
         self.tracked = TrackedSet(settings.max_tracked)
         self._states = self.tracked.states  # the same dict: the hot path reads it directly
-        self._scanned: set[FunctionRef] = set()
+        self.scanned: set[FunctionRef] = set()
         """Functions whose active invocations a scan watches (no Gets while unchanged)."""
         self._generation = 0
         self._queue = DueQueue(self._is_current)
@@ -138,12 +138,12 @@ class Scheduler(RunLoop):
     def set_scanned(self, function_ref: FunctionRef, scanned: bool) -> None:
         """Whether a scan watches ``function_ref``'s active invocations. Turned on, their
         queued Gets are dropped; turned off (the scan fails), they are polled again by Get."""
-        if scanned == (function_ref in self._scanned):
+        if scanned == (function_ref in self.scanned):
             return
         if scanned:
-            self._scanned.add(function_ref)
+            self.scanned.add(function_ref)
         else:
-            self._scanned.discard(function_ref)
+            self.scanned.discard(function_ref)
         for state in self.tracked.of_function(function_ref):
             if not state.done and is_scan_watched(state.snapshot):
                 if scanned:
@@ -153,7 +153,7 @@ class Scheduler(RunLoop):
                     self._schedule(state, self._rng.uniform(0, self._settings.interval_s))
 
     def _scan_watched(self, state: PollState) -> bool:
-        return state.ref.function_ref in self._scanned and is_scan_watched(state.snapshot)
+        return state.ref.function_ref in self.scanned and is_scan_watched(state.snapshot)
 
     async def poll_now(self, keys: Iterable[str]) -> dict[str, PollOutcome]:
         """Poll these now (a scan saw them change, appear or go missing), whatever their
