@@ -73,6 +73,8 @@ class PollState:
     done: bool = False
     generation: int = 0
     last_polled_ms: int = 0
+    polling: bool = False
+    """A poll of it is under way (the scheduler's or a scan's): never two at once."""
     last_error: str = ""
     """Why the last poll failed ("" after a good one): what ``fc-watcher once`` reports."""
     since: Since | None = None

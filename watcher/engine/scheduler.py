@@ -235,6 +235,11 @@ class Scheduler(RunLoop):
     async def poll(self, key: str) -> PollOutcome:
         """Poll one invocation, commit what changed, and schedule its next poll."""
         state = self._states[key]
+        if state.polling:
+            return (
+                PollOutcome.UNCHANGED
+            )  # a scan asked while its Get was under way: that one counts
+        state.polling = True
         try:
             outcome, retry_after_s = await self._poller.poll(state)
         except Exception as exc:  # a bug, not FC: keep polling this one, and say so loudly
@@ -242,6 +247,8 @@ class Scheduler(RunLoop):
             with bound_contextvars(invocation_id=state.ref.invocation_id):
                 _log.error("poll_crashed", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
             outcome, retry_after_s = PollOutcome.FAILED, None
+        finally:
+            state.polling = False
         self.outcomes[outcome] += 1
         self.last_poll_finished_s = self._clock.monotonic()
         if self._poll_counters:
