@@ -10,6 +10,7 @@ import asyncio
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -48,14 +49,15 @@ def _tracked(functions: int) -> list[Tracked]:
 
 @pytest.fixture
 async def emulator(start_emulator: EmulatorFactory) -> RunningEmulator:
+    running: list[dict[str, Any]] = [{"at_s": 0, "status": "Running"}]
+    # Each id alone in a function of its own, and all of them (again) in f0.
     specs = [
-        {"id": i, "service": "s", "function": f"f{n % 30}", "qualifier": "LATEST"}
+        {"id": i, "service": "s", "function": function, "timeline": running}
         for n, i in enumerate(IDS)
+        for function in {f"f{n}", "f0"}
     ]
-    specs += [{**spec, "function": "f0"} for spec in specs[1:]]
-    for spec in specs:
-        spec["timeline"] = [{"at_s": 0, "status": "Running"}]
-    return await start_emulator(invocations=[{**s, "qualifier": "LATEST"} for s in specs])
+    emulator: RunningEmulator = await start_emulator(invocations=specs)
+    return emulator
 
 
 @pytest.fixture
