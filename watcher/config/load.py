@@ -19,7 +19,14 @@ import yaml
 from pydantic import ValidationError
 
 from watcher.config.delivery import SINK_TYPES
-from watcher.config.models import Config, LoadedConfig, Tracked
+from watcher.config.ids_file import (
+    Candidate,
+    expand,
+    ids_file_path,
+    inline_candidates,
+    parse_ids,
+)
+from watcher.config.models import Config, LoadedConfig, Tracked, WatchEntry
 from watcher.config.yaml_source import (
     inline_secrets,
     line_index,
@@ -27,7 +34,6 @@ from watcher.config.yaml_source import (
     resolve_files,
     substitute,
 )
-from watcher.core.invocation import InvalidIdentifierError, InvocationRef, validate_identifier
 
 
 class ConfigError(Exception):
@@ -67,61 +73,27 @@ def _read_ids_file(path: Path, where: str, problems: list[str]) -> list[str]:
     except UnicodeDecodeError:
         problems.append(f"{where}: {path} is not UTF-8 text")
         return []
-    ids = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split("#", 1)[0].strip()
-        if line:
-            ids.append((number, line))
-    result = []
-    for number, value in ids:
-        try:
-            result.append(validate_identifier("invocation id", value))
-        except InvalidIdentifierError as exc:
-            problems.append(f"{where}: {path}:{number}: {exc}")
-    return result
+    good, bad = parse_ids(text)
+    problems.extend(f"{where}: {path}:{number}: {error}" for number, error in bad)
+    return [value for _, value in good]
 
 
 def _expand(config: Config, base_dir: Path, problems: list[str]) -> tuple[Tracked, ...]:
-    tracked: dict[str, Tracked] = {}
-    origin: dict[str, str] = {}
-    for index, entry in enumerate(config.watch):
-        where = f"watch[{index}]"
-        try:
-            function_ref = entry.function_ref()
-        except InvalidIdentifierError as exc:
-            problems.append(f"{where}: {exc}")
-            continue
-        ids: list[tuple[str, str]] = [
-            (f"{where}.invocations[{i}]", value) for i, value in enumerate(entry.invocations)
-        ]
-        if entry.invocations_file is not None:
-            path = entry.invocations_file
-            if not path.is_absolute():
-                path = base_dir / path
-            ids += [
-                (f"{where}.invocations_file", value)
-                for value in _read_ids_file(path, f"{where}.invocations_file", problems)
+    # Strict, unlike the live re-read: any problem here fails the config.
+    def candidates_for(index: int, entry: WatchEntry) -> list[Candidate]:
+        found = inline_candidates(index, entry)
+        path = ids_file_path(entry, base_dir)
+        if path is not None:
+            where = f"watch[{index}].invocations_file"
+            found += [
+                Candidate(value, where, where) for value in _read_ids_file(path, where, problems)
             ]
-        for id_where, value in ids:
-            try:
-                ref = InvocationRef(function_ref, value)
-            except InvalidIdentifierError as exc:
-                problems.append(f"{id_where}: {exc}")
-                continue
-            if ref.key in tracked:
-                if origin[ref.key] != id_where:
-                    problems.append(
-                        f"{id_where}: {value!r} is already tracked by {origin[ref.key]}"
-                    )
-                continue
-            tracked[ref.key] = Tracked(
-                ref=ref,
-                labels=dict(entry.labels),
-                stuck_after_s=entry.stuck_after_s or config.poll.stuck_after_s,
-                stuck_repeat_s=entry.stuck_repeat_s or config.poll.stuck_repeat_s,
-            )
-            origin[ref.key] = id_where
-    return tuple(tracked.values())
+        return found
+
+    def report(candidate: Candidate, error: str) -> None:
+        problems.append(f"{candidate.where}: {error}")
+
+    return expand(config, candidates_for, report)
 
 
 def _check_sinks(config: Config, problems: list[str]) -> None:
