@@ -3,8 +3,10 @@
 Tables: ``invocations`` (the last snapshot of each), ``transitions`` (the log, keyed by the
 deterministic transition id), ``outbox`` (one row per transition and sink) and, from version
 4, ``outbox_counts`` (rows per sink and state, kept by triggers so that counting the backlog
-never scans the outbox) and, from version 5, ``sink_health`` (each sink's circuit, written only
-when it opens or closes).
+never scans the outbox), from version 5, ``sink_health`` (each sink's circuit, written only
+when it opens or closes) and, from version 6, ``live`` (ids tracked by ``fc-watcher track`` or
+the HTTP API, each change numbered by ``live_revision``) and ``watermarks`` (how far each
+discover entry's scans have got).
 """
 
 from __future__ import annotations
@@ -106,6 +108,60 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             last_success_ms INTEGER NOT NULL DEFAULT 0,
             last_error TEXT NOT NULL DEFAULT ''
         ) WITHOUT ROWID""",
+    ),
+    # Version 6: live tracking and discover watermarks. A removal keeps its row (``removed``),
+    # so a daemon that asks "what changed after revision N" hears of it; retention deletes
+    # old removed rows. Revisions come from a counter row, not MAX(rev): pruning the newest
+    # removed row must never hand its revision out again (a daemon past it would miss that).
+    (
+        """CREATE TABLE live (
+            key TEXT PRIMARY KEY,
+            api TEXT NOT NULL, service TEXT, function TEXT NOT NULL, qualifier TEXT,
+            invocation_id TEXT NOT NULL,
+            labels TEXT NOT NULL DEFAULT '{}',
+            added_ms INTEGER NOT NULL,
+            changed_ms INTEGER NOT NULL,
+            rev INTEGER NOT NULL,
+            removed INTEGER NOT NULL DEFAULT 0
+        ) WITHOUT ROWID""",
+        "CREATE INDEX live_by_rev ON live (rev)",
+        "CREATE INDEX live_removed ON live (changed_ms) WHERE removed = 1",
+        """CREATE TABLE live_revision (
+            only INTEGER PRIMARY KEY CHECK (only = 0),
+            rev INTEGER NOT NULL
+        )""",
+        "INSERT INTO live_revision VALUES (0, 0)",
+        """CREATE TABLE watermarks (
+            entry TEXT PRIMARY KEY,
+            started_ms INTEGER NOT NULL,
+            updated_ms INTEGER NOT NULL
+        ) WITHOUT ROWID""",
+    ),
+    # Version 7: silences. Matchers are JSON (the route matchers, with globs); times are wall
+    # clock ms, as people set them. ``expired_ms`` ends one early. A transition records the
+    # silence that held it back from the alerting sinks (it is still recorded and logged).
+    (
+        """CREATE TABLE silences (
+            id TEXT PRIMARY KEY,
+            matchers TEXT NOT NULL,
+            starts_ms INTEGER NOT NULL,
+            ends_ms INTEGER NOT NULL,
+            comment TEXT NOT NULL,
+            author TEXT NOT NULL,
+            created_ms INTEGER NOT NULL,
+            expired_ms INTEGER NOT NULL DEFAULT 0,
+            rev INTEGER NOT NULL
+        ) WITHOUT ROWID""",
+        "CREATE INDEX silences_by_rev ON silences (rev)",
+        "CREATE INDEX silences_by_end ON silences (ends_ms)",
+        "ALTER TABLE transitions ADD COLUMN silenced_by TEXT NOT NULL DEFAULT ''",
+    ),
+    # Version 8: what the status page reads by: transitions by time (the chart, the last
+    # 24 h's failures) and invocations by status and by function (filtered, paged lists).
+    (
+        "CREATE INDEX transitions_by_time ON transitions (observed_ms)",
+        "CREATE INDEX invocations_by_status ON invocations (status, changed_ms)",
+        "CREATE INDEX invocations_by_function ON invocations (function, changed_ms)",
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
