@@ -16,8 +16,8 @@ from watcher.core.invocation import Api, FunctionRef, Invocation, InvocationRef
 from watcher.core.route import Target
 from watcher.daemon.status import render_status
 from watcher.store.errors import FailureKind, StateStoreError
-from watcher.store.records import SinkHealthRecord, WriteHealth
-from watcher.store.sqlite import SCHEMA_VERSION, SqliteStore
+from watcher.store.records import LiveItem, SinkHealthRecord, WriteHealth
+from watcher.store.sqlite import SCHEMA_VERSION, SqliteStore, status_reads
 from watcher.store.sqlite.connection import explain, write_transaction
 from watcher.store.sqlite.schema import _MIGRATIONS
 
@@ -351,3 +351,130 @@ def test_a_full_database_says_disk_full_even_when_rollback_fails(tmp_path: Path)
     assert "cannot rollback" not in str(caught.value)
     enospc = explain(path, OSError(errno.ENOSPC, "No space left on device"))
     assert (enospc.kind, "disk full" in str(enospc)) == (FailureKind.DISK_FULL, True)
+
+
+# -- live ids and discover watermarks (TrackingStore) -----------------------------------------
+
+FC3 = FunctionRef(Api.FC3, "transcode")
+FN_FC2 = FunctionRef(Api.FC2, "fn", "svc", "LATEST")
+
+
+def _live(*ids: str, fn: FunctionRef = FC3, **labels: str) -> list[LiveItem]:
+    return [LiveItem(InvocationRef(fn, i), labels) for i in ids]
+
+
+async def test_live_ids_and_watermarks_survive_a_reopen(tmp_path: Path) -> None:
+    """Registered ids (with labels) and watermarks are durable: a restarted daemon reads every
+    live id from revision 0, and each entry's watermark, as they were written."""
+    store = await SqliteStore.open(tmp_path / "state.db")
+    assert await store.track_live(_live("t-1", "t-2", team="media"), now_ms=1000) == 2
+    assert await store.track_live(_live("j-1", fn=FN_FC2), now_ms=1000) == 1
+    await store.save_watermark("watch[0]", 5000, now_ms=1000)
+    await store.save_watermark("watch[0]", 7000, now_ms=2000)
+    await store.save_watermark("watch[1]", 6000, now_ms=2000)
+    await store.close()
+    store = await SqliteStore.open(tmp_path / "state.db")
+    rev, changes = await store.live_changes(0)
+    assert rev > 0
+    assert {c.ref.key: (c.tracked, dict(c.labels)) for c in changes} == {
+        "fc3//transcode//t-1": (True, {"team": "media"}),
+        "fc3//transcode//t-2": (True, {"team": "media"}),
+        "fc2/svc/fn/LATEST/j-1": (True, {}),
+    }
+    assert await store.live_changes(rev) == (rev, [])
+    assert await store.load_watermarks() == {"watch[0]": 7000, "watch[1]": 6000}
+    await store.close()
+
+
+async def test_untrack_then_track_again(tmp_path: Path) -> None:
+    """Tracking is idempotent; an untrack is a change a daemon hears of (not only a missing
+    row), and a second registration counts as new again, with a higher revision each time."""
+    store = await SqliteStore.open(tmp_path / "state.db")
+    assert await store.track_live(_live("t-1", "t-2"), now_ms=1000) == 2
+    first, _ = await store.live_changes(0)
+    assert await store.track_live(_live("t-1", "t-2"), now_ms=1100) == 0
+    assert await store.live_changes(first) == (first, [])  # nothing changed: no revision
+    ref = InvocationRef(FC3, "t-1")
+    assert await store.untrack_live([ref, InvocationRef(FC3, "never")], now_ms=1200) == 1
+    assert await store.untrack_live([ref], now_ms=1300) == 0
+    second, changes = await store.live_changes(first)
+    assert second > first
+    assert [(c.ref, c.tracked) for c in changes] == [(ref, False)]
+    assert [c.ref.invocation_id for c in (await store.live_changes(0))[1]] == ["t-2"]
+    assert await store.track_live(_live("t-1", team="b"), now_ms=1400) == 1
+    third, changes = await store.live_changes(second)
+    assert third > second
+    assert [(c.ref, c.tracked, dict(c.labels)) for c in changes] == [(ref, True, {"team": "b"})]
+    assert await store.track_live(_live("t-1", team="c"), now_ms=1500) == 0  # new labels only
+    fourth, changes = await store.live_changes(third)
+    assert fourth > third
+    assert [(c.tracked, dict(c.labels)) for c in changes] == [(True, {"team": "c"})]
+    await store.close()
+
+
+async def test_live_changes_are_read_by_index_and_seen_across_processes(tmp_path: Path) -> None:
+    """A registration written beside the daemon (``fc-watcher track``'s open) reaches the
+    daemon's store through ``live_changes``, which looks the revision up by index."""
+    path = tmp_path / "state.db"
+    daemon = await SqliteStore.open(path)
+    rev, _ = await daemon.live_changes(0)
+    beside = await SqliteStore.open(path, beside_daemon=True)
+    assert await beside.track_live(_live("t-9"), now_ms=1000) == 1
+    await beside.close()
+    after, changes = await daemon.live_changes(rev)
+    assert [c.ref.invocation_id for c in changes] == ["t-9"]
+    assert after > rev
+    await daemon.close()
+    db = sqlite3.connect(path)
+    plan = " ".join(
+        str(row[-1])
+        for row in db.execute("EXPLAIN QUERY PLAN SELECT * FROM live WHERE rev > 5 ORDER BY rev")
+    )
+    db.close()
+    assert "live_by_rev" in plan
+
+
+async def test_retention_deletes_old_removed_live_rows_and_never_reuses_a_revision(
+    tmp_path: Path,
+) -> None:
+    """A removal older than the cut is deleted (a live id still tracked is not); the next
+    change still gets a higher revision than any a daemon has seen."""
+    store = await SqliteStore.open(tmp_path / "state.db")
+    await store.track_live(_live("old", "kept"), now_ms=1000)
+    await store.untrack_live([InvocationRef(FC3, "old")], now_ms=1000)
+    await store.track_live(_live("recent"), now_ms=1000)
+    await store.untrack_live([InvocationRef(FC3, "recent")], now_ms=9000)
+    seen, _ = await store.live_changes(0)
+    await store.prune(changed_before_ms=5000, protected_keys=(), after_key=None, batch=10)
+    db = sqlite3.connect(tmp_path / "state.db")
+    assert sorted(row[0] for row in db.execute("SELECT invocation_id FROM live")) == [
+        "kept",
+        "recent",
+    ]
+    db.close()
+    await store.track_live(_live("new"), now_ms=9500)
+    after, changes = await store.live_changes(seen)
+    assert after > seen
+    assert [c.ref.invocation_id for c in changes] == ["new"]
+    await store.close()
+
+
+async def test_snapshots_of_reads_only_the_keys_asked(tmp_path: Path) -> None:
+    """Live tracking hands the scheduler the stored snapshot of a key seen before, without
+    reading every snapshot."""
+    store = await SqliteStore.open(tmp_path / "state.db")
+    result = _failed_result()
+    await _commit(store, result)
+    assert await store.load_snapshots_of([REF.key, "fc3//x//nope"]) == {REF.key: result.snapshot}
+    assert await store.load_snapshots_of([]) == {}
+    await store.close()
+
+
+async def test_status_reads_the_live_keys(tmp_path: Path) -> None:
+    """``status`` can count live ids as tracked: the keys still registered, read-only."""
+    store = await SqliteStore.open(tmp_path / "state.db")
+    await store.track_live(_live("t-1", "t-2"), now_ms=1000)
+    await store.untrack_live([InvocationRef(FC3, "t-2")], now_ms=1000)
+    await store.close()
+    with status_reads.open_readonly(tmp_path / "state.db") as db:
+        assert status_reads.live_keys(db) == {"fc3//transcode//t-1"}

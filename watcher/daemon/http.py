@@ -1,4 +1,5 @@
-"""The optional HTTP endpoint: /healthz, /readyz and /metrics (Prometheus text).
+"""The optional HTTP endpoint: /healthz, /readyz and /metrics (Prometheus text), and the
+write API (``/api/v1/track``, ``watcher.daemon.api``) when the service hands one over.
 
 Off unless ``http.listen`` is set. /healthz answers from the event loop, so an answer means the
 loop is alive; /readyz also needs the state DB open, its writes succeeding (a full disk or a
@@ -13,27 +14,75 @@ from collections.abc import Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from watcher.config.models import HttpSettings
+from watcher.daemon.api import TrackApi
 from watcher.telemetry.metrics import Metrics
+
+
+class EndpointError(Exception):
+    """The endpoint cannot listen; the message names the address and the fix."""
+
+
+async def start_endpoint(
+    http: HttpSettings,
+    *,
+    metrics: Metrics,
+    readiness: Callable[[], str | None],
+    api: TrackApi | None,
+) -> HttpEndpoint | None:
+    """The endpoint ``http.listen`` asks for, listening (None when it asks for none)."""
+    address = http.address()
+    if address is None:
+        return None
+    endpoint = HttpEndpoint(
+        *address,
+        metrics=metrics,
+        readiness=readiness,
+        api=api,
+        max_body_bytes=http.max_body_bytes,
+    )
+    try:
+        await endpoint.start()
+    except OSError as exc:
+        await endpoint.stop()
+        raise EndpointError(
+            f"cannot listen on {http.listen} ({exc.strerror or exc}); "
+            "change http.listen or stop what uses that port"
+        ) from None
+    return endpoint
 
 
 class HttpEndpoint:
     """Serves health and metrics on one address."""
 
     def __init__(
-        self, host: str, port: int, *, metrics: Metrics, readiness: Callable[[], str | None]
+        self,
+        host: str,
+        port: int,
+        *,
+        metrics: Metrics,
+        readiness: Callable[[], str | None],
+        api: TrackApi | None = None,
+        max_body_bytes: int = 1024 * 1024,
     ):
         self._host = host
         self._port = port
         self._metrics = metrics
         self._readiness = readiness
+        self._api = api
+        self._max_body_bytes = max_body_bytes
         self._runner: web.AppRunner | None = None
         self.port = 0
 
     async def start(self) -> None:
-        app = web.Application()
+        # aiohttp refuses a larger body with 413 when a handler reads it.
+        app = web.Application(client_max_size=self._max_body_bytes)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics_page)
+        if self._api is not None:
+            self._api.max_body_bytes = self._max_body_bytes
+            self._api.register(app)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1)
         await self._runner.setup()
         await web.TCPSite(self._runner, self._host, self._port).start()

@@ -1,7 +1,7 @@
 """The ``Watcher`` service: lifecycle and signals around the parts ``build`` wires.
 
-``startup()`` opens the state DB, the HTTP session and the optional health/metrics endpoint,
-and builds the rest; ``run_until_stopped()`` (or ``run_once()``) polls, delivers and prunes,
+``startup()`` opens the state DB, the HTTP session and the optional endpoint, builds the rest
+and takes the live ids; ``run_until_stopped()`` (or ``run_once()``) polls, delivers and prunes,
 with sd_notify READY / STATUS / WATCHDOG; ``reload()`` applies a changed config without losing
 state; ``shutdown()`` delivers what it can and closes everything. The stop fits systemd's
 TimeoutStopSec=30: polls and deliveries get ``poll.stop_timeout_s`` (10 s) side by side, then
@@ -22,9 +22,11 @@ import structlog
 from watcher.config.load import ConfigError, load_config, warn_if_secrets_exposed
 from watcher.config.models import Config, LoadedConfig
 from watcher.core.clock import Clock, SystemClock
+from watcher.daemon.api import TokenError, TrackApi, resolve_token, restart_needed
 from watcher.daemon.build import Parts, build
 from watcher.daemon.gauges import StateCollector
-from watcher.daemon.http import HttpEndpoint
+from watcher.daemon.http import EndpointError, HttpEndpoint, start_endpoint
+from watcher.daemon.live import LiveTracking
 from watcher.daemon.notify import Notifier
 from watcher.daemon.polled import RECORD_POLLED_EVERY_S, record_polled_every
 from watcher.daemon.reload import apply_config
@@ -64,6 +66,8 @@ class Watcher:
         self._session: aiohttp.ClientSession | None = None
         self._parts: Parts | None = None
         self._http: HttpEndpoint | None = None
+        self._live: LiveTracking | None = None
+        self._api: TrackApi | None = None
         self._reload_requested = asyncio.Event()
 
     @property
@@ -95,7 +99,7 @@ class Watcher:
         the store's open refuses a corrupt or read-only state DB (``store.sqlite.startup``)."""
         config = self.config
         warn_if_secrets_exposed(self._loaded)
-        self._store = await SqliteStore.open(config.state.path)
+        self._store = store = await SqliteStore.open(config.state.path)
         # No pool-wide connection cap: the limiter bounds FC requests (and follows a reload),
         # each sink bounds its own; a cap fixed here would hold a raised concurrency back and
         # make webhooks queue behind polls.
@@ -111,31 +115,30 @@ class Watcher:
             metrics=self.metrics,
         )
         self.metrics.watch_state(StateCollector(self._status_counts, lambda: self._store))
-        await self._start_http()
+        self._live = LiveTracking(store, self.scheduler, poll=lambda: self.config.poll)
+        await self._live.start()
+        await self._start_http(self._live)
         _log.info(
             "watcher_started",
             config=str(self._loaded.path),
             state=str(config.state.path),
             tracked=len(self._loaded.tracked),
+            live=len(self._live.members()),
             active=self.scheduler.active_count,
             sinks=list(self.parts.sinks),
             http=config.http.listen,
         )
 
-    async def _start_http(self) -> None:
-        address = self.config.http.address()
-        if address is None:
-            return
-        self._http = HttpEndpoint(*address, metrics=self.metrics, readiness=self.readiness)
+    async def _start_http(self, live: LiveTracking) -> None:
+        http = self.config.http  # no http.listen: an API that no endpoint serves
         try:
-            await self._http.start()
-        except OSError as exc:
-            self._http = None
+            self._api = TrackApi(self.store, live, self._clock, resolve_token(http))
+            self._http = await start_endpoint(
+                http, metrics=self.metrics, readiness=self.readiness, api=self._api
+            )
+        except (EndpointError, TokenError) as exc:
             await self.shutdown(drain_timeout_s=0)
-            raise StartupError(
-                f"cannot listen on {self.config.http.listen} ({exc.strerror or exc}); "
-                "change http.listen or stop what uses that port"
-            ) from None
+            raise StartupError(str(exc)) from None
 
     # -- what it reports -----------------------------------------------------------------------
 
@@ -209,6 +212,8 @@ class Watcher:
             group.create_task(polled, name="last-polled")
             group.create_task(self.notifier.watchdog(stop, self.status_line), name="watchdog")
             group.create_task(self._reloads(stop), name="reloads")
+            if self._live is not None:
+                group.create_task(self._live.run(stop), name="live")
             retention = run_retention(
                 self.store,
                 retention_days=self.config.state.retention_days,
@@ -247,15 +252,17 @@ class Watcher:
 
     async def _apply(self, loaded: LoadedConfig) -> None:
         old, new = self.config, loaded.config
-        for setting in ("state", "http"):
-            if getattr(new, setting) != getattr(old, setting):
-                _log.warning("reload_ignored", setting=setting, reason="needs a restart")
+        for setting in restart_needed(old, new):
+            _log.warning("reload_ignored", setting=setting, reason="needs a restart")
         warn_if_secrets_exposed(loaded)
         assert self._session is not None
-        apply_config(
-            self.parts, loaded, session=self._session, snapshots=await self.store.load_snapshots()
-        )
+        snapshots = await self.store.load_snapshots()
+        apply_config(self.parts, loaded, session=self._session, snapshots=snapshots)
         self._loaded = loaded
+        if self._live is not None:  # the live ids take the new stuck limits
+            self._live.resettle(snapshots)
+        if self._api is not None:
+            self._api.reload_token(new.http)
 
     async def run_once(self) -> list[PollOutcome]:
         """Deliver leftovers, poll every active invocation once, deliver what it found."""

@@ -20,7 +20,8 @@ from watcher.store.sqlite.writes import SNAPSHOT_FIELDS
 _BOOL_FIELDS = frozenset(f.name for f in fields(Snapshot) if f.type in ("bool", bool))
 
 
-def _snapshot(row: sqlite3.Row) -> Snapshot:
+def snapshot_of_row(row: sqlite3.Row) -> Snapshot:
+    """One ``invocations`` row's snapshot."""
     values = {name: row[name] for name in SNAPSHOT_FIELDS}
     for name in _BOOL_FIELDS:
         values[name] = bool(values[name])
@@ -29,7 +30,7 @@ def _snapshot(row: sqlite3.Row) -> Snapshot:
 
 def snapshots(db: sqlite3.Connection) -> dict[str, Snapshot]:
     """Every stored snapshot, by invocation key."""
-    return {row["key"]: _snapshot(row) for row in db.execute("SELECT * FROM invocations")}
+    return {row["key"]: snapshot_of_row(row) for row in db.execute("SELECT * FROM invocations")}
 
 
 def invocation_row(row: sqlite3.Row) -> InvocationRow:
@@ -41,7 +42,7 @@ def invocation_row(row: sqlite3.Row) -> InvocationRow:
         function=row["function"],
         qualifier=row["qualifier"],
         invocation_id=row["invocation_id"],
-        snapshot=_snapshot(row),
+        snapshot=snapshot_of_row(row),
         last_polled_ms=row["last_polled_ms"],
     )
 

@@ -81,6 +81,12 @@ def totals(db: sqlite3.Connection) -> StatusTotals:
     )
 
 
+def live_keys(db: sqlite3.Connection) -> frozenset[str]:
+    """The keys registered live (``fc-watcher track``, the HTTP API) and not untracked: a
+    running watcher polls these too, though the config does not list them."""
+    return frozenset(row[0] for row in db.execute("SELECT key FROM live WHERE removed = 0"))
+
+
 def invocations(
     db: sqlite3.Connection,
     *,

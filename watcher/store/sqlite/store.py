@@ -8,13 +8,15 @@ timeout, and unchanged polls and watchdog pings go on meanwhile.
 After every hop that touches the outbox the backlog per sink is read from the trigger-kept
 counts and cached, so metrics scrapes and watchdog STATUS lines read memory, never the DB.
 Every write goes through ``_write``, which keeps the write health readiness reports
-(``watcher.store.health``); the daemon's open first checks the file (``startup``).
+(``watcher.store.health``); the daemon's open first checks the file (``startup``). Live ids
+and watermarks (``TrackingStore``) are the ``tracking`` mixin's, on the same thread and hops.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sqlite3
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -39,11 +41,12 @@ from watcher.store.records import (
 from watcher.store.sqlite import reads, writes
 from watcher.store.sqlite.connection import read, take_lock, write_transaction
 from watcher.store.sqlite.startup import CHECK_BUDGET_S, open_checked, rewrite_header
+from watcher.store.sqlite.tracking import TrackingMethods
 
 T = TypeVar("T")
 
 
-class SqliteStore:
+class SqliteStore(TrackingMethods):
     """The state store on one SQLite file (WAL). Open with ``await SqliteStore.open(path)``."""
 
     def __init__(
@@ -149,13 +152,9 @@ class SqliteStore:
     async def _update(
         self, sql: str, rows: list[tuple[Any, ...]], *, name: str, outbox_changed: bool = True
     ) -> None:
-        if not rows:
-            return
-
-        def work() -> None:
-            self._db.executemany(sql, rows)
-
-        await self._write(work, outbox_changed=outbox_changed, name=name)
+        if rows:
+            work = functools.partial(self._db.executemany, sql, rows)
+            await self._write(work, outbox_changed=outbox_changed, name=name)
 
     # -- PollStore / SnapshotStore ------------------------------------------------------------
 
@@ -276,15 +275,14 @@ class SqliteStore:
         )
 
     async def total_changes(self) -> int:
-        """Rows written through this store since it opened (tests prove that unchanged polls
-        write nothing)."""
+        """Rows written through this store since it opened (unchanged polls write none)."""
         return await self._hop(lambda: self._db.total_changes)
 
     def cached_backlog(self) -> Sequence[SinkBacklog]:
         """The backlog as of the last outbox read or write: no database access."""
         return self._backlog
 
-    # -- Prunable -----------------------------------------------------------------------------
+    # -- Prunable (TrackingStore: the ``TrackingMethods`` mixin) ------------------------------
     async def prune(
         self,
         *,
@@ -293,7 +291,7 @@ class SqliteStore:
         after_key: str | None,
         batch: int,
     ) -> Pruned:
-        """Delete one batch of old finished invocations (see ``writes.prune``)."""
+        """Delete one batch of old finished invocations and removed live ids (``writes.prune``)."""
         return await self._write(
             lambda: writes.prune(self._db, changed_before_ms, protected_keys, after_key, batch),
             name="prune",

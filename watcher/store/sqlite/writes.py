@@ -130,8 +130,11 @@ def prune(
     """Delete one batch of old finished invocations with their transitions and sent rows.
 
     A protected key (still tracked) keeps its snapshot, so that it is not reported again as a
-    first sighting; its history goes all the same.
+    first sighting; its history goes all the same. The first batch of a pass also deletes the
+    live ids removed before the cut (every daemon has long applied the removal).
     """
+    if after_key is None:
+        db.execute("DELETE FROM live WHERE removed = 1 AND changed_ms < ?", (changed_before_ms,))
     keys = [
         row[0]
         for row in db.execute(_PRUNABLE, (after_key or "", changed_before_ms, *_TERMINAL, batch))
