@@ -2,35 +2,41 @@
 
 Every request is verified as FC verifies it (signature, key, STS token, clock skew), then may be
 hit by an injected fault, then is answered from the scenario's timeline at the emulator's clock.
-This module routes and keeps the per-run state (stops, stats, cached bodies); response shapes
-live in ``responses``, the List rules in ``listing``, and serving on a port in ``server``. It
-must never be exposed beyond loopback: it is a test double.
+This module routes and keeps the per-run state (stats, the clock); the invocations, their stops
+and cached bodies live in ``catalog``, response shapes in ``responses``, the List rules in
+``listing``, run-time submissions in ``control``, and serving on a port in ``server``. It must
+never be exposed beyond loopback: it is a test double.
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
-import json
 import random
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
 
 from aiohttp import web
 
 from watcher.core.invocation import TERMINAL_STATUSES, Api
-from watcher.devtools.emulator import responses
+from watcher.devtools.emulator import responses, tokens
 from watcher.devtools.emulator.auth import Denial, SignedRequest, verify
+from watcher.devtools.emulator.catalog import Catalog
 from watcher.devtools.emulator.clock import Clock, RealClock
+from watcher.devtools.emulator.control import already_exists, parse_submission
 from watcher.devtools.emulator.faults import plan_faults
-from watcher.devtools.emulator.listing import list_page, parse_list_query
+from watcher.devtools.emulator.index import Entry, InvocationKey, SortKey
+from watcher.devtools.emulator.listing import (
+    RETENTION_MS,
+    ListRequest,
+    page_body,
+    parse_list_request,
+    select_page,
+)
 from watcher.devtools.emulator.responses import Handler
-from watcher.devtools.emulator.scenario import InvocationSpec, Scenario, state_at
-
-InvocationKey = tuple[Api, str, str, str]  # api, service ("" for FC 3.0), function, id
+from watcher.devtools.emulator.scenario import Scenario
+from watcher.devtools.emulator.timeline import epoch_at
 
 
 def _header_lists(request: web.Request) -> dict[str, list[str]]:
@@ -56,13 +62,7 @@ class EmulatorApp:
         self._wall = wall
         self._epoch_ms = int(wall() * 1000)
         self._rng = random.Random(scenario.seed)
-        self._stopped_at_s: dict[InvocationKey, float] = {}
-        self._specs: dict[InvocationKey, InvocationSpec] = {}
-        for spec in scenario.invocations:
-            service = (spec.service or "") if spec.api is Api.FC2 else ""
-            self._specs[(spec.api, service, spec.function, spec.id)] = spec
-        self._step_times = {k: [step.at_s for step in v.timeline] for k, v in self._specs.items()}
-        self._bodies: dict[InvocationKey, tuple[tuple[int, bool, bool], bytes | None]] = {}
+        self.catalog = Catalog(scenario, epoch_ms=self._epoch_ms)
         self.stats: Counter[str] = Counter()
         self._inflight = 0
         self._responses = 0
@@ -84,6 +84,7 @@ class EmulatorApp:
         app.router.add_get(fc3 + "/{invocation_id}", self._get)
         app.router.add_put(fc3 + "/{invocation_id}/stop", self._stop)
         app.router.add_get("/-/stats", self._stats)
+        app.router.add_post("/-/submit", self._submit)
         app.on_response_prepare.append(self._stamp_request_id)
         return app
 
@@ -153,46 +154,21 @@ class EmulatorApp:
         key = (api, info.get("service", ""), info["function"], info.get("invocation_id", ""))
         return api, key
 
-    def _render(self, spec: InvocationSpec, key: InvocationKey) -> dict[str, Any] | None:
-        return state_at(
-            spec,
-            self.clock.elapsed_s(),
-            epoch_ms=self._epoch_ms,
-            account_id=self.scenario.account_id,
-            region=self.scenario.region,
-            stopped_at_s=self._stopped_at_s.get(key),
-        )
-
-    def _qualifier_matches(self, request: web.Request, spec: InvocationSpec) -> bool:
+    def _found(self, request: web.Request, key: InvocationKey) -> Entry | None:
+        """The invocation under ``key`` if it exists and matches the request's qualifier."""
+        entry = self.catalog.entry(key)
         wanted = request.query.get("qualifier")
-        return wanted is None or wanted == spec.qualifier
-
-    def _body_bytes(self, spec: InvocationSpec, key: InvocationKey) -> bytes | None:
-        """The Get body, re-rendered only when the timeline has moved (the benchmark polls
-        thousands of unchanged invocations; the emulator must not be what it measures)."""
-        elapsed = self.clock.elapsed_s()
-        stopped = self._stopped_at_s.get(key)
-        phase = (
-            bisect.bisect_right(self._step_times[key], elapsed),
-            spec.appears_at_s is not None and elapsed >= spec.appears_at_s,
-            stopped is not None and stopped <= elapsed,
-        )
-        cached = self._bodies.get(key)
-        if cached is not None and cached[0] == phase:
-            return cached[1]
-        body = self._render(spec, key)
-        encoded = None if body is None else json.dumps(body).encode()
-        self._bodies[key] = (phase, encoded)
-        return encoded
+        if entry is None or (wanted is not None and wanted != entry.spec.qualifier):
+            return None
+        return entry
 
     # -- handlers ------------------------------------------------------------------------
 
     async def _get(self, request: web.Request) -> web.StreamResponse:
         api, key = self._lookup(request)
-        spec = self._specs.get(key)
-        body = (
-            self._body_bytes(spec, key) if spec and self._qualifier_matches(request, spec) else None
-        )
+        entry = self._found(request, key)
+        now_s = self.clock.elapsed_s()
+        body = None if entry is None else self.catalog.body_bytes(entry, now_s)
         if body is None:
             self.stats["not_found"] += 1
             return responses.not_found(self.scenario.error_style, api, key[3])
@@ -201,30 +177,62 @@ class EmulatorApp:
 
     async def _stop(self, request: web.Request) -> web.StreamResponse:
         api, key = self._lookup(request)
-        spec = self._specs.get(key)
-        body = self._render(spec, key) if spec and self._qualifier_matches(request, spec) else None
-        if body is None:
+        entry = self._found(request, key)
+        now_s = self.clock.elapsed_s()
+        body = None if entry is None else self.catalog.body(entry, now_s)
+        if entry is None or body is None:
             return responses.not_found(self.scenario.error_style, api, key[3])
         if body["status"] in TERMINAL_STATUSES:
             return responses.already_completed(self.scenario.error_style, api, key[3])
-        self._stopped_at_s[key] = self.clock.elapsed_s()
+        self.catalog.stop(entry, now_s)
         return web.Response(status=200)
 
     async def _list(self, request: web.Request) -> web.StreamResponse:
         api, key = self._lookup(request)
-        query = parse_list_query(api, request.query)
+        mode = self.scenario.list_tokens
+        query = parse_list_request(api, request.query, tokens=mode)
         if isinstance(query, Denial):
             return self._error(query)
-        bodies: list[dict[str, Any]] = []
-        for spec_key, spec in self._specs.items():
-            if spec_key[:3] != key[:3] or not spec.id.startswith(query.prefix):
-                continue
-            if not self._qualifier_matches(request, spec):
-                continue
-            body = self._render(spec, spec_key)
-            if body is not None:
-                bodies.append(body)
-        return web.json_response(list_page(api, query, bodies))
+        now_s = self.clock.elapsed_s()
+        index = self.catalog.function(key[:3])
+        if index is None:
+            return web.Response(body=page_body(api, [], ""), content_type="application/json")
+        page = select_page(
+            index.candidates(now_s, query.status),
+            query,
+            tokens=mode,
+            floor_ms=epoch_at(self._epoch_ms, now_s) - RETENTION_MS,
+            accept=self._qualifier_filter(query, index.by_sort_key),
+        )
+        include_payload = query.include_payload
+        items = [
+            self.catalog.list_item(index.by_sort_key[k], now_s, include_payload=include_payload)
+            for k in page.keys
+        ]
+        token = "" if page.next_cursor is None else tokens.encode(page.next_cursor)
+        self.stats["listed"] += len(items)
+        return web.Response(body=page_body(api, items, token), content_type="application/json")
+
+    @staticmethod
+    def _qualifier_filter(
+        query: ListRequest, entries: dict[SortKey, Entry]
+    ) -> Callable[[SortKey], bool] | None:
+        """The List filter the sort keys cannot apply: the qualifier is the spec's."""
+        wanted = query.qualifier
+        if wanted is None:
+            return None
+        return lambda sort_key: entries[sort_key].spec.qualifier == wanted
+
+    async def _submit(self, request: web.Request) -> web.StreamResponse:
+        now_s = self.clock.elapsed_s()
+        spec = parse_submission(await request.read(), now_s)
+        if isinstance(spec, Denial):
+            return self._error(spec)
+        entry = self.catalog.submit(spec, now_s)
+        if entry is None:
+            return self._error(already_exists(spec.api, spec.id))
+        self.stats["submitted"] += 1
+        return web.json_response({"id": spec.id, "startedTime": entry.sort_key[0]})
 
     async def _stats(self, _: web.Request) -> web.StreamResponse:
         return web.json_response(dict(self.stats))

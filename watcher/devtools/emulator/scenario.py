@@ -1,8 +1,10 @@
 """Emulator scenarios: which invocations exist, how their state unfolds, which faults to inject.
 
 A scenario is YAML validated by pydantic. Time in a scenario is seconds from the emulator's
-start (``at_s``). ``state_at`` is pure: given an invocation and the elapsed time it returns the
-API body FC would serve then, or ``None`` while the invocation does not exist yet.
+start (``at_s``; negative for invocations that started before the emulator did). Invocations are
+listed one by one (``invocations``) or made in bulk by ``generators`` (see ``generators``).
+``state_at`` (from ``timeline``, re-exported here) is pure: given an invocation and the elapsed
+time it returns the API body FC would serve then, or ``None`` while it does not exist yet.
 """
 
 from __future__ import annotations
@@ -12,9 +14,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from watcher.core.invocation import IDENTIFIER_PATTERN, TERMINAL_STATUSES, Api
+from watcher.core.invocation import IDENTIFIER_PATTERN, Api
+from watcher.devtools.emulator.generators import GeneratorSpec, generated_ids
+from watcher.devtools.emulator.index import key_of
+from watcher.devtools.emulator.timeline import state_at as state_at  # where callers look for it
+from watcher.devtools.emulator.tokens import TokenMode
 
 ErrorStyle = Literal["ErrorCode", "errorCode", "Code"]
 
@@ -34,7 +40,7 @@ class AccessKey(_Spec):
 class Step(_Spec):
     """At ``at_s`` the invocation takes ``status`` and, unless ``event`` is false, logs an event."""
 
-    at_s: float = Field(ge=0)
+    at_s: float
     status: str = Field(min_length=1)
     error: str | None = None
     detail: str | None = None
@@ -107,7 +113,27 @@ class Scenario(_Spec):
     error_style: ErrorStyle = "ErrorCode"
     seed: int = 0
     invocations: tuple[InvocationSpec, ...] = ()
+    generators: tuple[GeneratorSpec, ...] = ()
     faults: tuple[FaultSpec, ...] = ()
+    list_events: bool = False
+    """List items carry ``events`` only if true (Get always does)."""
+    list_tokens: TokenMode = "keyset"
+    """``offset`` pages by position: items repeat or are skipped when the set changes between
+    pages, as some paginated APIs do; the watcher's tests use it to prove it survives both."""
+
+    @model_validator(mode="after")
+    def _unique_generated_ids(self) -> Scenario:
+        # Explicit ids may repeat (the last one wins, as before); a generated id may not
+        # collide with anything, or an invocation the generator promised would vanish.
+        seen = {key_of(spec) for spec in self.invocations}
+        for number, generator in enumerate(self.generators):
+            api, service, function = generator.api, generator.service or "", generator.function
+            for invocation_id in generated_ids(generator):
+                key = (api, service, function, invocation_id)
+                if key in seen:
+                    raise ValueError(f"generators.{number}: id {invocation_id!r} is used twice")
+                seen.add(key)
+        return self
 
 
 class ScenarioError(Exception):
@@ -130,86 +156,3 @@ def load_scenario(path: Path) -> Scenario:
         raise ScenarioError(
             f"{path}: {where}: {first['msg']} ({exc.error_count()} problem(s))"
         ) from None
-
-
-def state_at(
-    spec: InvocationSpec,
-    elapsed_s: float,
-    *,
-    epoch_ms: int,
-    account_id: str,
-    region: str,
-    stopped_at_s: float | None = None,
-) -> dict[str, Any] | None:
-    """The body FC would serve for ``spec`` at ``elapsed_s``; ``None`` while it is not found.
-
-    ``epoch_ms`` is the wall time of elapsed 0. A stop request at ``stopped_at_s`` cuts the
-    timeline there and appends Stopping and Stopped.
-    """
-    if spec.appears_at_s is None or elapsed_s < spec.appears_at_s:
-        return None
-    steps = _steps_at(spec, elapsed_s, stopped_at_s)
-    status = steps[-1].status if steps else "Enqueued"
-    first_ms = epoch_ms + int((steps[0].at_s if steps else spec.appears_at_s) * 1000)
-    end_ms = epoch_ms + int(steps[-1].at_s * 1000) if status in TERMINAL_STATUSES else 0
-    error = next((s.error for s in reversed(steps) if s.error is not None), "")
-    returned = next((s.return_payload for s in reversed(steps) if s.return_payload), "")
-    body: dict[str, Any] = {
-        "qualifier": spec.qualifier,
-        "status": status,
-        "startedTime": first_ms,
-        "endTime": end_ms,
-        "durationMs": end_ms - first_ms if end_ms else 0,
-        "destinationStatus": spec.destination_status,
-        "returnPayload": returned,
-        "alreadyRetriedTimes": sum(1 for s in steps if s.status == "Retrying"),
-        "requestId": spec.request_id,
-        "instanceId": spec.instance_id,
-        "events": _events(steps, epoch_ms),
-    }
-    return body | _api_fields(spec, error, account_id=account_id, region=region)
-
-
-def _steps_at(spec: InvocationSpec, elapsed_s: float, stopped_at_s: float | None) -> list[Step]:
-    """The steps taken by ``elapsed_s``; a stop by then cuts the rest and ends the timeline."""
-    steps = [step for step in spec.timeline if step.at_s <= elapsed_s]
-    if stopped_at_s is not None and stopped_at_s <= elapsed_s:
-        steps = [step for step in steps if step.at_s <= stopped_at_s]
-        steps += [
-            Step(at_s=stopped_at_s, status="Stopping"),
-            Step(at_s=stopped_at_s, status="Stopped"),
-        ]
-    return steps
-
-
-def _events(steps: list[Step], epoch_ms: int) -> list[dict[str, Any]]:
-    """FC's event list: numbered from 1, and only for steps that log one."""
-    return [
-        {
-            "eventId": index + 1,
-            "status": step.status,
-            "timestamp": epoch_ms + int(step.at_s * 1000),
-            "eventDetail": step.detail or "",
-        }
-        for index, step in enumerate(s for s in steps if s.event)
-    ]
-
-
-def _api_fields(
-    spec: InvocationSpec, error: str, *, account_id: str, region: str
-) -> dict[str, Any]:
-    """The fields FC 2.0 and FC 3.0 name differently (an invocation vs. an async task)."""
-    if spec.api is Api.FC2:
-        return {
-            "serviceName": spec.service or "",
-            "functionName": spec.function,
-            "invocationId": spec.id,
-            "invocationErrorMessage": error,
-            "invocationPayload": spec.payload,
-        }
-    return {
-        "functionArn": f"acs:fc:{region}:{account_id}:functions/{spec.function}",
-        "taskId": spec.id,
-        "taskErrorMessage": error,
-        "taskPayload": spec.payload,
-    }
