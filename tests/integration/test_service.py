@@ -163,13 +163,19 @@ async def test_sighup_raises_the_poll_concurrency(
     start_emulator: EmulatorFactory, tmp_path: Path
 ) -> None:
     """Concurrency 2, then 8 after a reload: FC sees exactly as many requests at once as the
-    config allows (no connection pool sized at startup holds the new value back)."""
+    config allows (no connection pool sized at startup holds the new value back). Each
+    invocation is alone in its function, so each is polled by Get (a function with many would
+    be watched by List calls instead)."""
     ids = [f"job-{n:02d}" for n in range(12)]
     emu = await start_emulator(
-        invocations=[{"id": i, "timeline": RUNNING} for i in ids],
+        invocations=[{"id": i, "function": f"fn-{i}", "timeline": RUNNING} for i in ids],
         faults=[{"kind": "latency", "latency_ms": 100}],
     )
     config = write_config(tmp_path, emu.url, ids, poll={"concurrency": 2, "max_interval_s": 0.1})
+    document = json.loads(config.read_text())
+    entry = document["watch"][0]
+    document["watch"] = [{**entry, "function": f"fn-{i}", "invocations": [i]} for i in ids]
+    config.write_text(json.dumps(document))
     log = tmp_path / "run.log"
     process = await run_cli("run", "-c", str(config), stdout=log)
     await wait_until(lambda: emu.stats.get("requests", 0) >= 24, "two rounds of polls")

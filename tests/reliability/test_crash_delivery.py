@@ -1,5 +1,9 @@
 """SIGKILL the daemon 20+ times during a scripted 300-transition run; every transition still
-reaches the webhook receiver, and no webhook-id ever stands for two different transitions."""
+reaches the webhook receiver, and no webhook-id ever stands for two different transitions.
+
+Run twice: with the ids listed in the config, and with a ``discover`` entry instead, while
+invocations keep arriving (a third of them appear one second later, a third two seconds later),
+so discovery's watermark and first sightings are killed mid-way too."""
 
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.conftest import EmulatorFactory, Receiver
 from tests.integration.daemon import (
@@ -39,7 +45,9 @@ def _fact(data: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
+@pytest.mark.parametrize("found_by", ["listed", "discovered"])
 async def test_sigkill_during_a_300_transition_run(
+    found_by: str,
     start_emulator: EmulatorFactory,
     receiver: Receiver,
     tmp_path: Path,
@@ -47,20 +55,31 @@ async def test_sigkill_during_a_300_transition_run(
 ) -> None:
     """Union of deliveries equals the expected set; re-deliveries are counted, never invented."""
     rng = random.Random(7)
+    arrives_s = (lambda n: n % 3) if found_by == "discovered" else (lambda n: 0)
     script: list[dict[str, Any]] = [
         {
             "id": f"job-{n:02d}",
+            "appears_at_s": arrives_s(n),
             "timeline": [
-                {"at_s": t, "status": "Failed" if (n % 3 == 0 and t == 4) else status}
+                {
+                    "at_s": t + arrives_s(n),
+                    "status": "Failed" if (n % 3 == 0 and t == 4) else status,
+                }
                 for t, status in enumerate(STEPS)
             ],
         }
         for n in range(30)
     ]
     ids = [spec["id"] for spec in script]
-    times = list(range(len(STEPS)))
+    times = list(range(len(STEPS) + max(arrives_s(n) for n in range(30))))
     emu = await start_emulator(invocations=script)
-    config = write_config(tmp_path, emu.url, ids, poll={"interval_s": 0.05, "max_interval_s": 0.1})
+    poll = {"interval_s": 0.05, "max_interval_s": 0.1}
+    config = write_config(tmp_path, emu.url, ids, poll=poll)
+    if found_by == "discovered":
+        document = json.loads(config.read_text())
+        del document["watch"][0]["invocations"]
+        document["watch"][0]["discover"] = {"prefix": "job-"}
+        config.write_text(json.dumps(document))
     route_all_to_webhook(config, receiver.url + "/hook")
     facts, progress = expected_run(emu, ids, times)
     assert len(facts) == 300
@@ -75,7 +94,7 @@ async def test_sigkill_during_a_300_transition_run(
     process = await start()
     for t, reached in zip(times, progress, strict=True):
         emu.clock.advance(t - emu.clock.elapsed_s())
-        for _ in range(4):
+        for _ in range(4 if len(times) <= 5 else 3):
             # Kill while it works: after start-up, at a random moment of polling or delivery.
             await wait_until(
                 lambda: any(e["event"] == "watcher_started" for e in read_log(logs[-1:])), "start"

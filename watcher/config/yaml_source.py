@@ -50,7 +50,9 @@ def substitute(value: Any, where: str, env: dict[str, str], problems: list[str])
 
 # -- secrets from files (systemd LoadCredential=) ------------------------------------------
 
-SECRET_KEYS = frozenset({"access_key_id", "access_key_secret", "security_token", "secret", "url"})
+SECRET_KEYS = frozenset(
+    {"access_key_id", "access_key_secret", "security_token", "secret", "url", "token"}
+)
 _NOT_SECRET_FILES = frozenset({"invocations_file"})
 
 

@@ -150,15 +150,5 @@ async def build(
         watermarks=await store.load_watermarks(),
     )
     discovery.configure(discover_specs(config), snapshots, config.poll)
-    return Parts(
-        config,
-        store,
-        client,
-        limiter,
-        poller,
-        scheduler,
-        config_source,
-        discovery,
-        sinks,
-        dispatcher,
-    )
+    return Parts(*(config, store, client, limiter, poller, scheduler), config_source, discovery,
+                 sinks, dispatcher)  # fmt: skip

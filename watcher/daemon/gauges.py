@@ -15,9 +15,8 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from watcher.daemon.build import Parts
 from watcher.daemon.demand import api_demand
-from watcher.engine.discovery import Discovery
-from watcher.engine.scheduler import Scheduler
 from watcher.store.errors import FailureKind
 from watcher.store.protocols import StatusReader, WriteHealthSource
 
@@ -84,12 +83,17 @@ class TrackingCollector(Collector):
     """What is tracked and what it costs: invocations by how they were found, the API demand
     against the budget, and the stretch of every interval when the budget is short."""
 
-    def __init__(self, scheduler: Scheduler, discovery: Callable[[], Discovery]) -> None:
-        self._scheduler = scheduler
-        self._discovery = discovery
+    def __init__(self, parts: Parts, ready: Callable[[], bool]) -> None:
+        self._parts = parts
+        self._ready = ready
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        scheduler = self._scheduler
+        yield GaugeMetricFamily(
+            "fc_watcher_ready",
+            "1 while /readyz answers ready (state DB writes work, polls finish), else 0",
+            value=1 if self._ready() else 0,
+        )
+        scheduler = self._parts.scheduler
         tracked = GaugeMetricFamily(
             "fc_watcher_tracked",
             "Tracked invocations by how they were found (listed, discovered, live)",
@@ -107,7 +111,7 @@ class TrackingCollector(Collector):
             "Invocations not tracked because the tracked set was at poll.max_tracked",
             value=scheduler.tracked.refused,
         )
-        demand = api_demand(scheduler, self._discovery())
+        demand = api_demand(scheduler, self._parts.discovery)
         yield GaugeMetricFamily(
             "fc_watcher_api_demand_per_second",
             "FC calls a second that polling and scans ask for at their intervals",

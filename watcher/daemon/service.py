@@ -20,16 +20,18 @@ import aiohttp
 import structlog
 
 from watcher.config.load import ConfigError, load_config, warn_if_secrets_exposed
-from watcher.config.models import Config, LoadedConfig
+from watcher.config.models import Config, LoadedConfig, Tracked
 from watcher.core.clock import Clock, SystemClock
 from watcher.daemon.api import TokenError, TrackApi, resolve_token, restart_needed
 from watcher.daemon.build import Parts, build
-from watcher.daemon.gauges import StateCollector
+from watcher.daemon.filewatch import InvocationsFileWatcher
+from watcher.daemon.gauges import StateCollector, TrackingCollector
 from watcher.daemon.http import EndpointError, HttpEndpoint, start_endpoint
 from watcher.daemon.live import LiveTracking
 from watcher.daemon.notify import Notifier
 from watcher.daemon.polled import RECORD_POLLED_EVERY_S, record_polled_every
 from watcher.daemon.reload import apply_config
+from watcher.daemon.reporting import readiness, status_counts, status_line
 from watcher.daemon.signals import install_signal_handlers
 from watcher.engine.poll import PollOutcome
 from watcher.engine.scheduler import Scheduler
@@ -68,6 +70,7 @@ class Watcher:
         self._http: HttpEndpoint | None = None
         self._live: LiveTracking | None = None
         self._api: TrackApi | None = None
+        self._file_watcher: InvocationsFileWatcher | None = None
         self._reload_requested = asyncio.Event()
 
     @property
@@ -115,6 +118,8 @@ class Watcher:
             metrics=self.metrics,
         )
         self.metrics.watch_state(StateCollector(self._status_counts, lambda: self._store))
+        self.metrics.watch_state(TrackingCollector(self.parts, lambda: self.readiness() is None))
+        self._file_watcher = InvocationsFileWatcher(self._loaded, self._apply_ids)
         self._live = LiveTracking(store, self.scheduler, poll=lambda: self.config.poll)
         await self._live.start()
         await self._start_http(self._live)
@@ -143,42 +148,15 @@ class Watcher:
     # -- what it reports -----------------------------------------------------------------------
 
     def _status_counts(self) -> Counter[str]:
-        if self._parts is None:
-            return Counter()
-        return Counter(
-            (snapshot.status if snapshot and snapshot.status else "unknown")
-            for snapshot in self._parts.scheduler.snapshots().values()
-        )
+        return status_counts(self._parts)
 
     def status_line(self) -> str:
-        """One line for systemd's STATUS=; a failing state DB first, as ``systemctl status``
-        may cut the line short."""
-        counts = self._status_counts()
-        # From the store's cache: a STATUS line every watchdog period must not scan the DB.
-        backlog = self._store.cached_backlog() if self._store else ()
-        pending = sum(row.pending for row in backlog)
-        health = self._store.write_health() if self._store else None
-        failing = f"state DB failing: {health.describe()}; " if health and not health.ok else ""
-        return (
-            f"{failing}tracking {sum(counts.values())} invocations, "
-            f"{counts.get('Failed', 0)} failed, outbox {pending}"
-        )
+        """One line for systemd's STATUS= (``reporting.status_line``)."""
+        return status_line(self._parts, self._store)
 
     def readiness(self) -> str | None:
-        """None when ready, else why not (for /readyz): starting, the state DB's writes
-        failing (until one succeeds again), or no poll finished lately."""
-        if self._store is None or self._parts is None:
-            return "starting"
-        health = self._store.write_health()
-        if not health.ok:
-            return f"state DB failing: {health.describe()}: {health.reason}"
-        if self.scheduler.active_count == 0:
-            return None
-        last = self.scheduler.last_poll_finished_s
-        limit_s = 2 * self.config.poll.max_interval_s + self.config.fc.timeout_s
-        if last is None or self._clock.monotonic() - last > limit_s:
-            return f"no poll finished in the last {limit_s:g} s"
-        return None
+        """None when ready, else why not (``reporting.readiness``)."""
+        return readiness(self._parts, self._store, self.config, self._clock)
 
     # -- running -------------------------------------------------------------------------------
 
@@ -214,6 +192,9 @@ class Watcher:
             group.create_task(self._reloads(stop), name="reloads")
             if self._live is not None:
                 group.create_task(self._live.run(stop), name="live")
+            group.create_task(parts.discovery.run(stop), name="discovery")
+            if self._file_watcher is not None:
+                group.create_task(self._file_watcher.run(stop), name="invocations-files")
             retention = run_retention(
                 self.store,
                 retention_days=self.config.state.retention_days,
@@ -263,11 +244,19 @@ class Watcher:
             self._live.resettle(snapshots)
         if self._api is not None:
             self._api.reload_token(new.http)
+        if self._file_watcher is not None:
+            self._file_watcher.use_config(loaded)
+
+    async def _apply_ids(self, tracked: tuple[Tracked, ...]) -> None:
+        """An invocations_file changed: the config source tracks what the files list now."""
+        snapshots = await self.store.load_snapshots()
+        self.parts.config_source.replace(tracked, self.parts.scheduler, snapshots)
 
     async def run_once(self) -> list[PollOutcome]:
         """Deliver leftovers, poll every active invocation once, deliver what it found."""
         parts = self.parts
         await parts.dispatcher.drain()
+        await parts.discovery.scan_all()  # what the discover entries find is polled too
         outcomes = await parts.scheduler.poll_all()
         await parts.dispatcher.drain()
         return outcomes

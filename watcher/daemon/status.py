@@ -13,6 +13,7 @@ its last status would otherwise read "Running" forever.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 import os
@@ -26,6 +27,7 @@ from typing import Any, TextIO
 
 from watcher.config.load import ConfigError, load_config
 from watcher.core.invocation import TERMINAL_STATUSES
+from watcher.daemon.tracked_keys import TrackedKeys, discovered_prefixes
 from watcher.store.records import InvocationRow
 from watcher.store.sqlite import status_reads
 
@@ -38,9 +40,9 @@ class StatusSource:
     """Where ``status`` reads, from the config."""
 
     state_path: Path
-    tracked: frozenset[str] | None
-    """Keys of the invocations the config lists; None when the config could not be read whole
-    (then nothing is called "not tracked")."""
+    tracked: TrackedKeys | None
+    """Keys of the invocations the config lists or discovers; None when the config could not
+    be read whole (then nothing is called "not tracked")."""
     problems: int = 0
     """How many problems the config has (it was read only for its state path)."""
 
@@ -56,7 +58,8 @@ def load_status_source(config_path: Path) -> StatusSource:
             raise
         return StatusSource(state_path, None, len(exc.problems))
     keys = frozenset(item.ref.key for item in loaded.tracked)
-    return StatusSource(loaded.config.state.path, keys)
+    tracked = TrackedKeys(keys, discovered_prefixes(loaded.config))
+    return StatusSource(loaded.config.state.path, tracked)
 
 
 def _state_path_only(config_path: Path) -> Path | None:
@@ -252,6 +255,12 @@ def write_status(path: Path, out: TextIO, view: StatusView) -> None:
     and writes a page at a time (run it in a thread from a coroutine)."""
     now = int(time.time() * 1000) if view.now_ms is None else view.now_ms
     with status_reads.open_readonly(path) as db:
+        if view.tracked is not None:  # the ids registered live are tracked too
+            live, tracked = status_reads.live_keys(db), view.tracked
+            if isinstance(tracked, TrackedKeys):
+                view = dataclasses.replace(view, tracked=tracked.with_keys(live))
+            else:
+                view = dataclasses.replace(view, tracked={*tracked, *live})
         if view.as_json:
             _write_json(db, out, view)
             return
