@@ -137,6 +137,11 @@ class TrackedSet:
             and not (state.ref.function_ref in scanned and is_scan_watched(state.snapshot))
         )
 
+    def found_by_of(self, key: str) -> str | None:
+        """How one tracked invocation was found (listed, discovered, live), or None."""
+        owners = self._owners.get(key)
+        return None if owners is None else found_by(owners)
+
     def found_by_counts(self) -> Counter[str]:
         """Tracked invocations by how they were found (listed, discovered, live)."""
         return Counter(found_by(owners) for owners in self._owners.values())

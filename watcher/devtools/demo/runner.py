@@ -2,10 +2,11 @@
 
 It starts three things in one process, all on 127.0.0.1: the FC emulator on the bundled
 scenario (one invocation succeeds, one fails after retries, one gets stuck, one expires, one is
-never found), the real watcher on a bundled config (routes to the log sink and to a webhook),
-and a webhook receiver that verifies each delivery's Standard Webhooks signature and prints it.
-It stops by itself once every kind of outcome was seen and delivered, prints a summary, and
-exits 0 (1 if something expected never happened).
+never found, and a batch submitted while the watcher runs is found by discovery), the real
+watcher on a bundled config (routes to the log sink and to a webhook), and a webhook receiver
+that verifies each delivery's Standard Webhooks signature and prints it. It stops by itself
+once every kind of outcome was seen and delivered, prints a summary, and exits 0 (1 if
+something expected never happened).
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ EXPECTED = {
     "transcode-ok-0001": "Succeeded",
     "transcode-fail-0002": "Failed",
     "report-expired-0004": "Expired",
+    # Found by discovery: submitted while the watcher runs, named by no config.
+    "batch-0001": "Succeeded",
+    "batch-0002": "Failed",
+    "batch-0003": "Succeeded",
 }
 
 
@@ -133,6 +138,8 @@ async def _summary(watcher: Watcher, receiver: DemoReceiver, elapsed_s: float) -
             extra = f" (stuck, reported {snapshot.stuck_reported}x)"
         if snapshot and snapshot.already_retried_times:
             extra += f" after {snapshot.already_retried_times} retries"
+        if watcher.scheduler.tracked.found_by_of(key) == "discovered":
+            extra += " (found by discovery: no config names it)"
         lines.append(f"    {key.rsplit('/', 1)[1]:<24} {status}{extra}")
     return lines
 
@@ -147,7 +154,8 @@ async def run_demo(*, log_format: LogFormat = "auto") -> int:
     with tempfile.TemporaryDirectory(prefix="fc-watcher-demo-") as scratch:
         async with Emulator(scenario, clock=RealClock()) as emulator:
             config = _write_config(Path(scratch), emulator.url, receiver.url)
-            print(f"emulator  {emulator.url}  (scenario: {len(scenario.invocations)} invocations)")
+            print(f"emulator  {emulator.url}  (scenario: {len(scenario.invocations)} invocations,")
+            print("          3 of them submitted while the watcher runs, for discovery to find)")
             print(f"receiver  {receiver.url}")
             print(f"watcher   config {config}\n", flush=True)
             watcher = Watcher(load_config(config))
