@@ -178,14 +178,14 @@ def serve_rewritten(
 ) -> None:
     """Serve every Get body of the emulator through ``rewrite``: bytes a scenario cannot spell
     (invalid UTF-8, a lone surrogate escape, eventIds FC renumbered) go out over loopback."""
-    app = emu.emulator.app
-    render_body = app._body_bytes
+    catalog = emu.emulator.app.catalog
+    render_body = catalog.body_bytes
 
-    def body_bytes(spec: Any, key: Any) -> bytes | None:
-        body = render_body(spec, key)
+    def body_bytes(entry: Any, now_s: float) -> bytes | None:
+        body = render_body(entry, now_s)
         return None if body is None else rewrite(body)
 
-    monkeypatch.setattr(app, "_body_bytes", body_bytes)
+    monkeypatch.setattr(catalog, "body_bytes", body_bytes)
 
 
 async def _once_into(config: Path, log: Path) -> tuple[int, list[dict[str, Any]]]:
