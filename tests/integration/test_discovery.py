@@ -17,11 +17,12 @@ import aiohttp
 import pytest
 
 from tests.conftest import EmulatorFactory, RunningEmulator, emulator_fc
-from watcher.config.models import Config
+from watcher.config.models import Config, Discover
 from watcher.core.clock import SystemClock
 from watcher.core.invocation import Api, FunctionRef
 from watcher.core.model import Transition, TransitionType
 from watcher.daemon.build import Parts, build
+from watcher.engine.discovery import discover_specs
 from watcher.fc.models import InvocationPage, ListFilter
 from watcher.store.sqlite import SqliteStore
 
@@ -102,8 +103,10 @@ async def rig_factory(
 ) -> AsyncIterator[Callable[..., Any]]:
     rigs: list[Rig] = []
 
-    async def make(api: Api, invocations: list[Any], **discover: Any) -> Rig:
-        emulator = await start_emulator(invocations=invocations)
+    async def make(
+        api: Api, invocations: list[Any], *, scenario: dict[str, Any] | None = None, **discover: Any
+    ) -> Rig:
+        emulator = await start_emulator(invocations=invocations, **(scenario or {}))
         state = tmp_path / "state.db"
         rig = Rig(emulator, state, _config(api, emulator.url, state, **discover), http_session)
         rigs.append(rig)
@@ -264,19 +267,21 @@ class InsertingLister:
         return page
 
 
+@pytest.mark.parametrize("tokens", ["keyset", "offset"])
 async def test_pagination_with_inserts_between_pages_loses_and_doubles_nothing(
-    api: Api, rig_factory: Callable[..., Any]
+    api: Api, tokens: str, rig_factory: Callable[..., Any]
 ) -> None:
     """250 invocations start 0.1 s apart, each failing 5 s after it started; pages are read
-    while the clock moves, so each page's neighbours start, change status or finish."""
+    while the clock moves, so each page's neighbours start, change status or finish. With
+    offset tokens (a server that pages by position) that repeats items and skips others."""
     invocations = [
         _spec(api, f"job-{n:04d}", [(n * 0.1, "Running"), (n * 0.1 + 5, "Failed")])
         for n in range(250)
     ]
-    rig = await rig_factory(api, invocations, since_s=3600)
+    rig = await rig_factory(api, invocations, scenario={"list_tokens": tokens}, since_s=3600)
     assert rig.parts is not None
     for scanner in rig.parts.discovery.scanners.values():
-        scanner._pages._lister = InsertingLister(rig.parts, rig.emulator, 0.5)  # noqa: SLF001
+        scanner._pages._lister = InsertingLister(rig.parts, rig.emulator, 0.5)
     for _ in range(8):
         await rig.scan(advance_s=5)
     await rig.scan(advance_s=60)
@@ -284,3 +289,44 @@ async def test_pagination_with_inserts_between_pages_loses_and_doubles_nothing(
     failed = {t.ref.invocation_id for t in transitions if t.status == "Failed"}
     assert failed == {f"job-{n:04d}" for n in range(250)}
     _no_id_twice(transitions)
+
+
+async def test_list_items_without_events_still_report_every_event(
+    api: Api, rig_factory: Callable[..., Any]
+) -> None:
+    """The emulator leaves ``events`` out of List items, as FC may: every event still comes,
+    from the Get that a changed item costs."""
+    rig = await rig_factory(
+        api, [_spec(api, "a", [(0, "Running"), (2, "Retrying"), (3, "Running"), (4, "Failed")])]
+    )
+    assert rig.parts is not None
+    function_ref = FunctionRef(api, FUNCTION, "media" if api is Api.FC2 else None)
+    rig.emulator.clock.advance(1)
+    page = await rig.parts.client.list_invocations_page(function_ref)
+    assert [item.events for item in page.invocations] == [()]
+    await rig.scan()
+    await rig.scan(advance_s=5)
+    events = [t.event.status for t in await rig.transitions() if t.event]
+    assert events == ["Running", "Retrying", "Running", "Failed"]
+
+
+async def test_a_reload_adds_and_removes_discover_entries(
+    api: Api, rig_factory: Callable[..., Any]
+) -> None:
+    rig = await rig_factory(
+        api,
+        [_spec(api, "job-1", [(0, "Running")]), _spec(api, "other-1", [(0, "Running")])],
+        prefix="job-",
+    )
+    assert rig.parts is not None
+    await rig.scan(advance_s=1)
+    assert rig.tracked_ids() == {"job-1"}
+    wider = rig.config.model_copy(
+        update={"watch": [rig.config.watch[0].model_copy(update={"discover": Discover()})]}
+    )
+    snapshots = await rig.parts.store.load_snapshots()
+    rig.parts.discovery.configure(discover_specs(wider), snapshots, wider.poll)
+    await rig.scan(advance_s=1)
+    assert rig.tracked_ids() == {"job-1", "other-1"}
+    rig.parts.discovery.configure({}, snapshots, wider.poll)
+    assert rig.tracked_ids() == set()  # no entry discovers them, and no config lists them
