@@ -106,7 +106,8 @@ def test_emulate_on_a_busy_port_is_one_line() -> None:
 
 def test_demo_shows_every_outcome_and_exits_0() -> None:
     """`fc-watcher demo` runs the emulator, the watcher and a verifying webhook receiver, shows
-    success, failure after retries, stuck, expired and not found, and ends by itself with 0."""
+    success, failure after retries, stuck, expired, not found and a batch found by discovery,
+    and ends by itself with 0."""
     done = _run("--log-format", "json", "demo", timeout_s=90)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     out = done.stdout
@@ -117,6 +118,8 @@ def test_demo_shows_every_outcome_and_exits_0() -> None:
     assert ("invocation.status_changed", "Expired") in kinds
     assert ("invocation.stuck", "Running") in kinds
     assert any(kind == "invocation.not_found" for kind, _ in kinds)
-    assert "webhook deliveries verified: 5, rejected: 0" in out
+    assert "webhook deliveries verified: 8, rejected: 0" in out  # 3 for the discovered batch
+    discovered = [line for line in out.splitlines() if "found by discovery" in line]
+    assert len(discovered) == 3  # the batch no config names
     assert "demo: every outcome seen and delivered" in out
     assert "Traceback" not in done.stderr
