@@ -330,3 +330,24 @@ async def test_a_reload_adds_and_removes_discover_entries(
     assert rig.tracked_ids() == {"job-1", "other-1"}
     rig.parts.discovery.configure({}, snapshots, wider.poll)
     assert rig.tracked_ids() == set()  # no entry discovers them, and no config lists them
+
+
+async def test_a_malformed_list_item_does_not_hide_the_others(
+    api: Api, rig_factory: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FC lists an item with no status: it is left out (and said once); the rest are found."""
+    rig = await rig_factory(
+        api,
+        [_spec(api, "bad-1", [(0, "Running")]), _spec(api, "good-1", [(0, "Running")])],
+        since_s=3600,
+    )
+    catalog = rig.emulator.emulator.app.catalog
+    render_item = catalog.list_item
+
+    def list_item(entry: Any, now_s: float, *, include_payload: bool) -> bytes:
+        item: bytes = render_item(entry, now_s, include_payload=include_payload)
+        return item.replace(b'"Running"', b"null") if b"bad-1" in item else item
+
+    monkeypatch.setattr(catalog, "list_item", list_item)
+    await rig.scan(advance_s=1)
+    assert rig.tracked_ids() == {"good-1"}

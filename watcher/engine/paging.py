@@ -7,6 +7,8 @@ invocation that no page showed a Get of its own, so neither loses nor doubles an
 
 from __future__ import annotations
 
+import structlog
+
 from watcher.core.invocation import FunctionRef, Invocation
 from watcher.core.listing import PAGE_LIMIT
 from watcher.engine.limiter import ApiLimiter
@@ -14,6 +16,8 @@ from watcher.engine.scan_model import Lister, ScanFailed, ScanResult
 from watcher.fc.errors import FcError, outcome_label
 from watcher.fc.models import InvocationPage, ListFilter
 from watcher.telemetry.metrics import Metrics
+
+_log = structlog.get_logger("watcher.discovery")
 
 _MAX_PAGES = 100_000
 """A bound on one listing (10 million items): a server that never ends its pages is a fault."""
@@ -33,6 +37,7 @@ class PagedLister:
         self._lister = lister
         self._limiter = limiter
         self._metrics = metrics
+        self._skipping = False
 
     async def all(self, list_filter: ListFilter, result: ScanResult) -> list[Invocation]:
         """Every page of one List, oldest first, through the API budget."""
@@ -65,6 +70,14 @@ class PagedLister:
             raise ScanFailed(f"{type(exc).__name__}: {exc}") from None
         self._count("list", "ok")
         result.listed += len(page.invocations)
+        if page.skipped and not self._skipping:
+            _log.warning(
+                "list_items_skipped",
+                function=str(self._function_ref),
+                skipped=page.skipped,
+                hint="FC listed items that are not invocations; the others are watched",
+            )
+        self._skipping = bool(page.skipped)  # one line per spell of bad items, not per page
         return page
 
     def _count(self, operation: str, outcome: str) -> None:

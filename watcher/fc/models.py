@@ -26,6 +26,8 @@ class InvocationPage(_Wire):
         (), validation_alias=AliasChoices("invocations", "tasks")
     )
     next_token: Text = Field("", validation_alias=AliasChoices("nextToken"))
+    skipped: int = 0
+    """Items left out because they were not invocations (no status, a wrong type...)."""
 
 
 def _describe(error: ValidationError) -> str:
@@ -95,10 +97,43 @@ def parse_invocation(body: bytes) -> Invocation:
 
 
 def parse_page(body: bytes) -> InvocationPage:
-    """Parse a List response body, or raise ``BadResponseError``."""
-    page = _validate(InvocationPage, body, "list")
+    """Parse a List response body, or raise ``BadResponseError`` if it is not a page at all.
+
+    One malformed item must not hide the others (a scan would otherwise stall on it for as
+    long as FC keeps listing it): such items are left out and counted in ``skipped``.
+    """
+    try:
+        page = _validate(InvocationPage, body, "list")
+    except BadResponseError:
+        page = _page_item_by_item(body)
     invocations = tuple(_within_cap(invocation) for invocation in page.invocations)
     return page.model_copy(update={"invocations": invocations})
+
+
+def _page_item_by_item(body: bytes) -> InvocationPage:
+    """A page whose items are validated one by one, the bad ones left out."""
+    try:
+        document = json.loads(body.decode("utf-8", "replace"), object_pairs_hook=_clean_object)
+    except (ValueError, RecursionError):
+        raise BadResponseError("list body rejected (body: not JSON)") from None
+    items = (
+        document.get("invocations", document.get("tasks")) if isinstance(document, dict) else None
+    )
+    if not isinstance(items, list):
+        raise BadResponseError("list body rejected (no list of invocations or tasks)")
+    good: list[Invocation] = []
+    for item in items:
+        try:
+            good.append(Invocation.model_validate(item))
+        except ValidationError:
+            continue
+    try:
+        token = InvocationPage.model_validate({"nextToken": document.get("nextToken")})
+    except ValidationError as exc:
+        raise BadResponseError(f"list body rejected ({_describe(exc)})") from None
+    return InvocationPage(
+        invocations=tuple(good), nextToken=token.next_token, skipped=len(items) - len(good)
+    )
 
 
 SortOrder = Literal["asc", "desc"]
