@@ -25,6 +25,7 @@ from watcher.cli_exits import (
     EXIT_USAGE,
     UsageError,
 )
+from watcher.cli_silence import add_silence
 from watcher.cli_track import add_track
 
 if TYPE_CHECKING:
@@ -199,6 +200,7 @@ def _parser() -> argparse.ArgumentParser:
     add_emulate(commands, common)
     _add_config_commands(commands, common)
     add_track(commands, common)
+    add_silence(commands, common)
     schema = commands.add_parser("schema", help="print the config's JSON Schema")
     schema.set_defaults(handler=_cmd_schema)
     add_bench(commands, common)

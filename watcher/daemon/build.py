@@ -20,6 +20,7 @@ import structlog
 from watcher.config.models import Config, Tracked
 from watcher.core.clock import Clock
 from watcher.core.route import route
+from watcher.daemon.silences import ActiveSilences
 from watcher.delivery.dispatcher import Dispatcher
 from watcher.delivery.sinks import Sink
 from watcher.delivery.sinks.registry import build_sinks, delivery_policies
@@ -79,12 +80,17 @@ def make_client(
     )
 
 
+def log_sinks(config: Config) -> list[str]:
+    """The ``log`` sinks: they get every transition the routes send them, silenced or not."""
+    return [sink.name for sink in config.sinks if sink.type == "log"]
+
+
 def make_router(config: Config) -> Router:
-    """Routes of ``config`` as the function the poller calls on committed transitions."""
-    log_sinks = [sink.name for sink in config.sinks if sink.type == "log"]
+    """Routes of ``config`` as the function the poller calls on committed transitions.
+    Silences apply after it (``Parts.silences``), so a reload that replaces it keeps them."""
     alert_sinks = [sink.name for sink in config.sinks if sink.type != "log"]
     return functools.partial(
-        route, routes=config.routes, log_sinks=log_sinks, alert_sinks=alert_sinks
+        route, routes=config.routes, log_sinks=log_sinks(config), alert_sinks=alert_sinks
     )
 
 
@@ -102,6 +108,7 @@ class Parts:
     discovery: Discovery
     sinks: dict[str, Sink]
     dispatcher: Dispatcher
+    silences: ActiveSilences
 
 
 async def build(
@@ -122,16 +129,12 @@ async def build(
     dispatcher = Dispatcher(store, sinks, policies, clock=clock, rng=rng, metrics=metrics)
     client = make_client(config, session, credentials)
     limiter = ApiLimiter(config.poll.concurrency, config.poll.api_budget_per_s, clock)
-    poller = Poller(
-        client=client,
-        store=store,
-        router=make_router(config),
-        settings=config.poll,
-        clock=clock,
-        limiter=limiter,
-        metrics=metrics,
-        on_commit=dispatcher.wake,
-    )
+    # The log sinks of the config in force: ``parts.config`` follows a reload.
+    silences = ActiveSilences(store, clock, log_sinks=lambda: log_sinks(parts.config))
+    await silences.start()
+    poller = Poller(client=client, store=store, router=make_router(config), settings=config.poll,
+                    clock=clock, limiter=limiter, metrics=metrics, on_commit=dispatcher.wake,
+                    silencer=silences.hold_back)  # fmt: skip
     scheduler = Scheduler(
         poller, settings=config.poll, clock=clock, rng=rng, metrics=metrics, on_lag=on_lag
     )
@@ -150,5 +153,6 @@ async def build(
         watermarks=await store.load_watermarks(),
     )
     discovery.configure(discover_specs(config), snapshots, config.poll)
-    return Parts(*(config, store, client, limiter, poller, scheduler), config_source, discovery,
-                 sinks, dispatcher)  # fmt: skip
+    parts = Parts(*(config, store, client, limiter, poller, scheduler), config_source,
+                  discovery, sinks, dispatcher, silences)  # fmt: skip
+    return parts

@@ -1,5 +1,6 @@
 """The optional HTTP endpoint: /healthz, /readyz and /metrics (Prometheus text), and the
-write API (``/api/v1/track``, ``watcher.daemon.api``) when the service hands one over.
+API (``/api/v1/track``, ``/api/v1/silences``: ``watcher.daemon.api``) when the service hands
+one over.
 
 Off unless ``http.listen`` is set. /healthz answers from the event loop, so an answer means the
 loop is alive; /readyz also needs the state DB open, its writes succeeding (a full disk or a

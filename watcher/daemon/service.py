@@ -25,7 +25,7 @@ from watcher.core.clock import Clock, SystemClock
 from watcher.daemon.api import TokenError, TrackApi, resolve_token, restart_needed
 from watcher.daemon.build import Parts, build
 from watcher.daemon.filewatch import InvocationsFileWatcher
-from watcher.daemon.gauges import StateCollector, TrackingCollector
+from watcher.daemon.gauges import SilenceCollector, StateCollector, TrackingCollector
 from watcher.daemon.http import EndpointError, HttpEndpoint, start_endpoint
 from watcher.daemon.live import LiveTracking
 from watcher.daemon.notify import Notifier
@@ -119,6 +119,7 @@ class Watcher:
         )
         self.metrics.watch_state(StateCollector(self._status_counts, lambda: self._store))
         self.metrics.watch_state(TrackingCollector(self.parts, lambda: self.readiness() is None))
+        self.metrics.watch_state(SilenceCollector(self.parts.silences.active_count))
         self._file_watcher = InvocationsFileWatcher(self._loaded, self._apply_ids)
         self._live = LiveTracking(store, self.scheduler, poll=lambda: self.config.poll)
         await self._live.start()
@@ -137,7 +138,8 @@ class Watcher:
     async def _start_http(self, live: LiveTracking) -> None:
         http = self.config.http  # no http.listen: an API that no endpoint serves
         try:
-            self._api = TrackApi(self.store, live, self._clock, resolve_token(http))
+            token = resolve_token(http)
+            self._api = TrackApi(self.store, live, self._clock, token, self.parts.silences)
             self._http = await start_endpoint(
                 http, metrics=self.metrics, readiness=self.readiness, api=self._api
             )
@@ -192,6 +194,7 @@ class Watcher:
             group.create_task(self._reloads(stop), name="reloads")
             if self._live is not None:
                 group.create_task(self._live.run(stop), name="live")
+            group.create_task(parts.silences.run(stop), name="silences")
             group.create_task(parts.discovery.run(stop), name="discovery")
             if self._file_watcher is not None:
                 group.create_task(self._file_watcher.run(stop), name="invocations-files")

@@ -1,7 +1,8 @@
 """``fc-watcher status``: what the state DB knows, as a table or as JSON. Read-only.
 
 Invocations, the outbox, dead letters, and each sink's health as the daemon last recorded it
-(its circuit is written when it opens or closes, so this shows an outage while it lasts).
+(its circuit is written when it opens or closes, so this shows an outage while it lasts), the
+silences in force or to come, and "(silenced)" on a row whose latest transition one held back.
 
 State DBs hold 100,000s of invocations, so rows are streamed a page at a time, never all held:
 the table shows the problems first and at most ``limit`` rows; ``limit=None`` streams every
@@ -27,9 +28,11 @@ from typing import Any, TextIO
 
 from watcher.config.load import ConfigError, load_config
 from watcher.core.invocation import TERMINAL_STATUSES
+from watcher.daemon.silences import silence_json, silence_table
 from watcher.daemon.tracked_keys import TrackedKeys, discovered_prefixes
 from watcher.store.records import InvocationRow
 from watcher.store.sqlite import status_reads
+from watcher.store.sqlite.silences import list_silences
 
 DEFAULT_LIMIT = 50
 _HEADER = ("INVOCATION", "STATUS", "LAST EVENT", "RETRIES", "LAST POLLED", "AGE")
@@ -91,6 +94,8 @@ class StatusView:
     limit: int | None = DEFAULT_LIMIT
     tracked: Collection[str] | None = None
     now_ms: int | None = None
+    silenced: bool = False
+    """Show which rows a silence held back (asked only when the state has silences)."""
 
 
 def _age(ms: int, now_ms: int) -> str:
@@ -124,6 +129,7 @@ def _status_text(row: InvocationRow, tracked: Collection[str] | None) -> str:
         status
         + (" (stuck)" if snapshot.stuck_reported else "")
         + (" (poll failing)" if snapshot.failing else "")
+        + (" (silenced)" if row.silenced_by else "")
     )
 
 
@@ -147,6 +153,7 @@ def _row_dict(row: InvocationRow, tracked: Collection[str] | None) -> dict[str, 
         "changedMs": snapshot.changed_ms or None,
         "pollFailing": snapshot.failing,
         "error": snapshot.error_message or None,
+        "silencedBy": row.silenced_by or None,
     }
 
 
@@ -172,10 +179,11 @@ def _columns(table: Sequence[Sequence[str]]) -> list[str]:
     return [_line(line, widths) for line in table]
 
 
-def _problems_first(db: sqlite3.Connection, limit: int | None) -> Iterable[InvocationRow]:
+def _problems_first(db: sqlite3.Connection, view: StatusView) -> Iterable[InvocationRow]:
+    limit, silenced = view.limit, view.silenced
     rows = chain(
-        status_reads.invocations(db, problems=True, limit=limit),
-        status_reads.invocations(db, problems=False, limit=limit),
+        status_reads.invocations(db, problems=True, limit=limit, silenced=silenced),
+        status_reads.invocations(db, problems=False, limit=limit, silenced=silenced),
     )
     return rows if limit is None else islice(rows, limit)
 
@@ -184,32 +192,34 @@ def _write_table(db: sqlite3.Connection, out: TextIO, view: StatusView, now: int
     totals = status_reads.totals(db)
     if view.limit is None:
         # Streamed: widths from one aggregate read, as the rows are never all in hand; room for
-        # " (not tracked)", which only the config knows; ages fit their headers.
+        # " (not tracked)", which only the config knows, and " (silenced)"; ages fit their headers.
+        status_width = totals.status_width + 14 * (view.tracked is not None) + 11 * view.silenced
         widths = (
             max(len(_HEADER[0]), totals.name_width),
-            max(len("gone (not found)"), totals.status_width + 14 * (view.tracked is not None)),
+            max(len("gone (not found)"), status_width),
             max(len(_HEADER[2]), totals.last_event_width),
             *(len(header) for header in _HEADER[3:]),
         )
         out.write(_line(_HEADER, widths) + "\n")
-        for row in _problems_first(db, None):
+        for row in _problems_first(db, view):
             out.write(_line(_cells(row, view, now), widths) + "\n")
     else:
-        rows = [_cells(row, view, now) for row in _problems_first(db, view.limit)]
+        rows = [_cells(row, view, now) for row in _problems_first(db, view)]
         out.write("\n".join(_columns([_HEADER, *rows])) + "\n")
         if totals.invocations > len(rows):
             out.write(f"… {totals.invocations - len(rows)} more (use --all or --limit)\n")
     out.write(f"\ninvocations: {totals.invocations}, {totals.problems} with problems\n")
 
 
-def _write_json(db: sqlite3.Connection, out: TextIO, view: StatusView) -> None:
+def _write_json(db: sqlite3.Connection, out: TextIO, view: StatusView, now: int) -> None:
     """One JSON document, the invocations last and one per line, written as they are read."""
     out.write("{\n")
-    for name, value in status_reads.delivery(db).items():
+    silences = [silence_json(silence, now) for silence in list_silences(db, now)]
+    for name, value in [*status_reads.delivery(db).items(), ("silences", silences)]:
         out.write(f"  {json.dumps(name)}: {json.dumps(value)},\n")
     out.write('  "invocations": [')
     separator = "\n    "
-    for row in status_reads.invocations(db):
+    for row in status_reads.invocations(db, silenced=view.silenced):
         out.write(separator + json.dumps(_row_dict(row, view.tracked)))
         separator = ",\n    "
     out.write("\n  ]\n}\n")
@@ -255,6 +265,7 @@ def write_status(path: Path, out: TextIO, view: StatusView) -> None:
     and writes a page at a time (run it in a thread from a coroutine)."""
     now = int(time.time() * 1000) if view.now_ms is None else view.now_ms
     with status_reads.open_readonly(path) as db:
+        view = dataclasses.replace(view, silenced=status_reads.has_silences(db))
         if view.tracked is not None:  # the ids registered live are tracked too
             live, tracked = status_reads.live_keys(db), view.tracked
             if isinstance(tracked, TrackedKeys):
@@ -262,10 +273,12 @@ def write_status(path: Path, out: TextIO, view: StatusView) -> None:
             else:
                 view = dataclasses.replace(view, tracked={*tracked, *live})
         if view.as_json:
-            _write_json(db, out, view)
+            _write_json(db, out, view, now)
             return
         _write_table(db, out, view, now)
         out.write("\n".join(_delivery_lines(status_reads.delivery(db), now)) + "\n")
+        if silences := list_silences(db, now):  # in force or to come
+            out.write("\nSILENCES\n" + "\n".join(silence_table(silences, now)) + "\n")
 
 
 async def render_status(

@@ -37,6 +37,10 @@ _log = structlog.get_logger("watcher.poll")
 
 Router = Callable[[Sequence[Transition]], Mapping[str, Sequence[Target]]]
 """Decides, for committed transitions, which sinks get them (``watcher.router.route``)."""
+Routes = Mapping[str, Sequence[Target]]
+Silencer = Callable[[Sequence[Transition], Routes], tuple[Routes, Mapping[str, str]]]
+"""Given the routes of committed transitions: the routes without the alerting targets of the
+silenced ones, and which silence holds each back (``watcher.daemon.silences``)."""
 
 
 class InvocationSource(Protocol):
@@ -115,9 +119,11 @@ class Poller:
         limiter: ApiLimiter,
         metrics: Metrics | None = None,
         on_commit: Callable[[], None] = lambda: None,
+        silencer: Silencer | None = None,
     ) -> None:
         self.client = client
         self.router = router
+        self.silencer = silencer
         self.settings = settings
         self._store = store
         self._clock = clock
@@ -244,14 +250,19 @@ class Poller:
         if not result.changed:
             state.snapshot = result.snapshot
             return True
+        routes: Routes = self.router(result.transitions)
+        silenced: Mapping[str, str] = {}
+        if self.silencer is not None:  # decided now: a silenced row is never made, never sent
+            routes, silenced = self.silencer(result.transitions, routes)
         try:
             fresh = await self._store.commit(
                 state.ref,
                 result.snapshot,
                 transitions=result.transitions,
-                routes=self.router(result.transitions),
+                routes=routes,
                 # The rows' creation and due times: the dispatcher reads the same steady clock.
                 now_ms=self._steady_ms(),
+                silenced=silenced,
             )
         except StateStoreError as exc:
             # The store reports each kind of write failure once per interval, with the fix;
@@ -263,6 +274,8 @@ class Poller:
             if self._metrics is not None:
                 for transition in fresh:
                     self._metrics.transitions.labels(transition.type.value).inc()
+                    if transition.id in silenced:
+                        self._metrics.transitions_silenced.labels(transition.type.value).inc()
             self._on_commit()
         return True
 

@@ -15,6 +15,7 @@ from typing import Protocol
 from watcher.core.invocation import InvocationRef
 from watcher.core.model import Snapshot, Transition
 from watcher.core.route import Target
+from watcher.core.silence import Silence, SilenceSpec
 from watcher.store.records import (
     DeadLetter,
     InvocationRow,
@@ -22,6 +23,7 @@ from watcher.store.records import (
     LiveItem,
     OutboxRow,
     Pruned,
+    SilenceExpiry,
     SinkBacklog,
     SinkHealthRecord,
     WriteHealth,
@@ -39,8 +41,10 @@ class PollStore(Protocol):
         transitions: Sequence[Transition],
         routes: Mapping[str, Sequence[Target]],
         now_ms: int,
+        silenced: Mapping[str, str] | None = None,
     ) -> list[Transition]:
-        """Write all of it in one transaction; return the transitions that were new."""
+        """Write all of it in one transaction; return the transitions that were new.
+        ``silenced``: transition id -> the id of the silence that held it back."""
         ...
 
 
@@ -151,8 +155,38 @@ class TrackingStore(Protocol):
     async def save_watermark(self, entry: str, started_ms: int, now_ms: int) -> None: ...
 
 
+class SilenceStore(Protocol):
+    """Silences (``fc-watcher silence``, the HTTP API, the status page): durable, so a
+    restart keeps them, and revisioned like live ids, so a daemon hears of a change made
+    beside it with one cheap lookup."""
+
+    async def add_silence(self, spec: SilenceSpec, now_ms: int) -> Silence:
+        """Record a checked silence; return it with its new id."""
+        ...
+
+    async def expire_silence(self, silence_id: str, now_ms: int) -> SilenceExpiry:
+        """End a silence now; whether one has that id, and whether it was still running."""
+        ...
+
+    async def list_silences(self, *, ended_after_ms: int) -> list[Silence]:
+        """Silences not ended by ``ended_after_ms``, coming ones included."""
+        ...
+
+    async def silence_changes(self, after_rev: int, now_ms: int) -> tuple[int, list[Silence]]:
+        """Every silence changed after revision ``after_rev`` (0: all not ended by ``now_ms``)
+        and the revision to ask from next time. Cheap when nothing changed."""
+        ...
+
+
 class StateStore(
-    PollStore, SnapshotStore, OutboxStore, StatusReader, Prunable, TrackingStore, Protocol
+    PollStore,
+    SnapshotStore,
+    OutboxStore,
+    StatusReader,
+    Prunable,
+    TrackingStore,
+    SilenceStore,
+    Protocol,
 ):
     """Everything: what the daemon opens and hands out by the narrow protocols above."""
 

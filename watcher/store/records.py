@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from watcher.core.invocation import InvocationRef
 from watcher.core.model import Snapshot
+from watcher.core.silence import Silence
 from watcher.store.errors import FailureKind
 
 
@@ -77,6 +78,9 @@ class InvocationRow:
     invocation_id: str
     snapshot: Snapshot
     last_polled_ms: int
+    silenced_by: str = ""
+    """The silence that held its latest transition (events aside) back from the alerting
+    sinks, when the read asked for it ("" otherwise, or when none did)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,3 +136,13 @@ class LiveChange:
     ref: InvocationRef
     tracked: bool
     labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SilenceExpiry:
+    """What ``expire_silence`` found: the silence as it stands now, and whether this call
+    ended it (False: it had ended already)."""
+
+    silence: Silence | None
+    """None: no silence has that id."""
+    expired: bool

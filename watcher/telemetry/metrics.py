@@ -17,6 +17,8 @@ from prometheus_client import Counter as PromCounter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from watcher.core.model import TransitionType
+
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 LAG_BUCKETS_S = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -40,6 +42,11 @@ class Metrics:
             "Transitions recorded, by type",
             ["type"],
             registry=self.registry,
+        )
+        self.transitions_silenced = _by_type(
+            "fc_watcher_transitions_silenced",
+            "Transitions an active silence held back from the alerting sinks, by type",
+            self.registry,
         )
         self.deliveries = PromCounter(
             "fc_watcher_deliveries",
@@ -84,6 +91,15 @@ class Metrics:
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""
         return generate_latest(self.registry)
+
+
+def _by_type(name: str, documentation: str, registry: CollectorRegistry) -> PromCounter:
+    """A counter by transition type, every type exported from 0 so that ``increase()`` sees
+    the first one."""
+    counter = PromCounter(name, documentation, ["type"], registry=registry)
+    for kind in TransitionType:
+        counter.labels(kind.value)
+    return counter
 
 
 class SinkReading(NamedTuple):

@@ -44,6 +44,7 @@ def invocation_row(row: sqlite3.Row) -> InvocationRow:
         invocation_id=row["invocation_id"],
         snapshot=snapshot_of_row(row),
         last_polled_ms=row["last_polled_ms"],
+        silenced_by=(row["silenced_by"] or "") if "silenced_by" in row.keys() else "",  # noqa: SIM118 (a Row)
     )
 
 

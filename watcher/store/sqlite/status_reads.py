@@ -35,6 +35,13 @@ _STATUS_CELL = (
     "LENGTH(COALESCE(status, 'not found')) + 8 * (stuck_reported > 0) + 15 * (failing != 0)"
 )
 _NAME = "COALESCE(NULLIF(service, '') || '/', '') || function || '/' || invocation_id"
+# Whether its latest transition (events aside: they follow the status change they belong to)
+# was silenced: one seek of the (invocation_key, seq) index per row, asked only when the state
+# has silences at all.
+_SILENCED_BY = (
+    "(SELECT silenced_by FROM transitions t WHERE t.invocation_key = invocations.key "
+    "AND t.type != 'invocation.event' ORDER BY t.seq DESC LIMIT 1) AS silenced_by"
+)
 
 
 @contextmanager
@@ -93,11 +100,14 @@ def invocations(
     problems: bool | None = None,
     limit: int | None = None,
     page_rows: int = PAGE_ROWS,
+    silenced: bool = False,
 ) -> Iterator[InvocationRow]:
     """Invocations in key order, a page per read: only the problems (``problems`` True), only
-    the rest (False) or all (None); at most ``limit`` of them (None: no limit)."""
+    the rest (False) or all (None); at most ``limit`` of them (None: no limit); with the
+    silence that held each one's latest transition back if ``silenced``."""
     where = "" if problems is None else f"AND {'' if problems else 'NOT '}{PROBLEM}"
-    sql = f"SELECT * FROM invocations WHERE key > ? {where} ORDER BY key LIMIT ?"  # noqa: S608
+    columns = f"*, {_SILENCED_BY}" if silenced else "*"
+    sql = f"SELECT {columns} FROM invocations WHERE key > ? {where} ORDER BY key LIMIT ?"  # noqa: S608
     after, left = "", limit
     while left is None or left > 0:
         size = page_rows if left is None else min(page_rows, left)
@@ -109,6 +119,11 @@ def invocations(
         after = rows[-1]["key"]
         if left is not None:
             left -= len(rows)
+
+
+def has_silences(db: sqlite3.Connection) -> bool:
+    """Whether any silence was ever kept (else no transition can have been silenced)."""
+    return db.execute("SELECT 1 FROM silences LIMIT 1").fetchone() is not None
 
 
 def _sink_dicts(db: sqlite3.Connection) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ After every hop that touches the outbox the backlog per sink is read from the tr
 counts and cached, so metrics scrapes and watchdog STATUS lines read memory, never the DB.
 Every write goes through ``_write``, which keeps the write health readiness reports
 (``watcher.store.health``); the daemon's open first checks the file (``startup``). Live ids
-and watermarks (``TrackingStore``) are the ``tracking`` mixin's, on the same thread and hops.
+and watermarks are the ``tracking`` mixin's, silences the ``silences`` one's: same hops.
 """
 
 from __future__ import annotations
@@ -40,13 +40,14 @@ from watcher.store.records import (
 )
 from watcher.store.sqlite import reads, writes
 from watcher.store.sqlite.connection import read, take_lock, write_transaction
+from watcher.store.sqlite.silences import SilenceMethods
 from watcher.store.sqlite.startup import CHECK_BUDGET_S, open_checked, rewrite_header
 from watcher.store.sqlite.tracking import TrackingMethods
 
 T = TypeVar("T")
 
 
-class SqliteStore(TrackingMethods):
+class SqliteStore(TrackingMethods, SilenceMethods):
     """The state store on one SQLite file (WAL). Open with ``await SqliteStore.open(path)``."""
 
     def __init__(
@@ -166,17 +167,17 @@ class SqliteStore(TrackingMethods):
         transitions: Sequence[Transition],
         routes: Mapping[str, Sequence[Target]],
         now_ms: int,
+        silenced: Mapping[str, str] | None = None,
     ) -> list[Transition]:
         """Write a snapshot, its transitions and their outbox rows in one transaction.
 
-        ``routes`` maps a transition id to its delivery targets. Returns the transitions that
-        were new; one already in the log (re-derived after a crash) is not inserted again.
+        ``routes``: transition id -> its delivery targets; ``silenced``: -> the silence that
+        held it back. Returns the new ones (one re-derived after a crash is not inserted again).
         """
-        return await self._write(
-            lambda: writes.commit_poll(self._db, ref, snapshot, transitions, routes, now_ms),
-            outbox_changed=bool(routes),
-            name="commit",
+        work = functools.partial(
+            writes.commit_poll, self._db, ref, snapshot, transitions, routes, now_ms, silenced
         )
+        return await self._write(work, outbox_changed=bool(routes), name="commit")
 
     async def load_snapshots(self) -> dict[str, Snapshot]:
         """Every stored snapshot, by invocation key."""

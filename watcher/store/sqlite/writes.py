@@ -16,6 +16,7 @@ from watcher.core.invocation import TERMINAL_STATUSES, InvocationRef
 from watcher.core.model import Snapshot, Transition
 from watcher.core.route import Target
 from watcher.store.records import Pruned
+from watcher.store.sqlite.silences import PRUNE_SILENCES
 
 SNAPSHOT_FIELDS = tuple(f.name for f in fields(Snapshot))
 _COLUMNS: tuple[str, ...] = ("key", "api", "service", "function", "qualifier", "invocation_id")
@@ -26,8 +27,8 @@ _UPSERT_SNAPSHOT = (
     f"ON CONFLICT (key) DO UPDATE SET {', '.join(f'{c}=excluded.{c}' for c in _COLUMNS[1:])}"
 )
 _INSERT_TRANSITION = (
-    "INSERT OR IGNORE INTO transitions (id, invocation_key, type, observed_ms, data) "
-    "VALUES (?, ?, ?, ?, ?)"
+    "INSERT OR IGNORE INTO transitions (id, invocation_key, type, observed_ms, data, "
+    "silenced_by) VALUES (?, ?, ?, ?, ?, ?)"
 )
 _INSERT_OUTBOX = (
     "INSERT OR IGNORE INTO outbox (transition_id, invocation_key, sink, created_ms, "
@@ -42,9 +43,12 @@ def commit_poll(
     transitions: Sequence[Transition],
     routes: Mapping[str, Sequence[Target]],
     now_ms: int,
+    silenced: Mapping[str, str] | None = None,
 ) -> list[Transition]:
     """Upsert the snapshot, insert new transitions and their outbox rows; return the new
-    transitions (one already logged, re-derived after a crash, is not inserted again)."""
+    transitions (one already logged, re-derived after a crash, is not inserted again).
+    ``silenced`` names the silence that held a transition back (its routes already lack
+    the alerting sinks): recorded with it, so ``status`` can say why nobody was told."""
     key = ref.key
     fn = ref.function_ref
     identity = (fn.api.value, fn.service, fn.function, fn.qualifier, ref.invocation_id)
@@ -55,7 +59,14 @@ def commit_poll(
         data = json.dumps(transition.to_dict(), separators=(",", ":"))
         cursor = db.execute(
             _INSERT_TRANSITION,
-            (transition.id, key, transition.type.value, transition.observed_ms, data),
+            (
+                transition.id,
+                key,
+                transition.type.value,
+                transition.observed_ms,
+                data,
+                (silenced or {}).get(transition.id, ""),
+            ),
         )
         if cursor.rowcount != 1:
             continue
@@ -131,10 +142,12 @@ def prune(
 
     A protected key (still tracked) keeps its snapshot, so that it is not reported again as a
     first sighting; its history goes all the same. The first batch of a pass also deletes the
-    live ids removed before the cut (every daemon has long applied the removal).
+    live ids removed and the silences ended before the cut (every daemon has long applied
+    the removal, and let the silence go).
     """
     if after_key is None:
         db.execute("DELETE FROM live WHERE removed = 1 AND changed_ms < ?", (changed_before_ms,))
+        db.execute(PRUNE_SILENCES, (changed_before_ms, changed_before_ms))
     keys = [
         row[0]
         for row in db.execute(_PRUNABLE, (after_key or "", changed_before_ms, *_TERMINAL, batch))
