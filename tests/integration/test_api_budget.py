@@ -20,7 +20,8 @@ from watcher.config.models import Config, Tracked
 from watcher.core.clock import SystemClock
 from watcher.core.invocation import Api, FunctionRef, InvocationRef
 from watcher.daemon.build import Parts, build
-from watcher.daemon.demand import api_demand
+from watcher.daemon.demand import api_demand, info_values
+from watcher.daemon.status import render_status
 from watcher.store.sqlite import SqliteStore
 
 IDS = [f"job-{n:02d}" for n in range(30)]
@@ -111,6 +112,10 @@ async def test_a_short_budget_stretches_every_interval_evenly(
     assert min(polls.values()) >= 1, polls  # none starves
     assert max(polls.values()) - min(polls.values()) <= 2, polls  # and none is favoured
     assert sum(polls.values()) <= 20 * 4 + 20  # the budget held (one second's burst)
+    # What the daemon records every few seconds, `fc-watcher status` shows.
+    await parts.store.save_daemon_info(info_values(demand), now_ms=0)
+    shown = await render_status(parts.config.state.path, as_json=False)
+    assert "FC API: 60.0 calls/s asked of a budget of 20/s: every interval stretched 3.0x" in shown
 
 
 async def test_listing_one_function_fits_the_same_tracked_set_in_the_budget(

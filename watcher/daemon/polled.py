@@ -9,7 +9,7 @@ transaction, the times that moved since its last write; an idle run writes nothi
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 import structlog
@@ -62,5 +62,36 @@ async def record_polled_every(
             await asyncio.wait_for(stop.wait(), timeout=every_s)
         except TimeoutError:
             written = await record_changed(store, scheduler, written)
+        else:
+            return
+
+
+class InfoWriter(Protocol):
+    async def save_daemon_info(self, values: Mapping[str, str], now_ms: int) -> None: ...
+
+
+async def record_info_every(
+    store: InfoWriter,
+    values: Callable[[], Mapping[str, str]],
+    wall_ms: Callable[[], int],
+    every_s: float,
+    stop: asyncio.Event,
+) -> None:
+    """Until ``stop``: every ``every_s``, record what the daemon says of itself for
+    ``status`` (its API demand against the budget), only when it changed."""
+    written: Mapping[str, str] = {}
+    while True:
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=every_s)
+        except TimeoutError:
+            now = dict(values())
+            if now == written:
+                continue
+            try:
+                await store.save_daemon_info(now, wall_ms())
+            except StateStoreError as exc:
+                _log.warning("daemon_info_not_saved", error=str(exc))
+                continue
+            written = now
         else:
             return

@@ -24,12 +24,13 @@ from watcher.config.models import Config, LoadedConfig, Tracked
 from watcher.core.clock import Clock, SystemClock
 from watcher.daemon.api import TokenError, TrackApi, resolve_token, restart_needed
 from watcher.daemon.build import Parts, build
+from watcher.daemon.demand import api_demand, info_values
 from watcher.daemon.filewatch import InvocationsFileWatcher
 from watcher.daemon.gauges import SilenceCollector, StateCollector, TrackingCollector
 from watcher.daemon.http import EndpointError, HttpEndpoint, start_endpoint
 from watcher.daemon.live import LiveTracking
 from watcher.daemon.notify import Notifier
-from watcher.daemon.polled import RECORD_POLLED_EVERY_S, record_polled_every
+from watcher.daemon.polled import RECORD_POLLED_EVERY_S, record_info_every, record_polled_every
 from watcher.daemon.reload import apply_config
 from watcher.daemon.reporting import readiness, status_counts, status_line
 from watcher.daemon.signals import install_signal_handlers
@@ -190,6 +191,9 @@ class Watcher:
             group.create_task(delivery, name="outbox")
             polled = record_polled_every(self.store, parts.scheduler, RECORD_POLLED_EVERY_S, stop)
             group.create_task(polled, name="last-polled")
+            demand = lambda: info_values(api_demand(parts.scheduler, parts.discovery))  # noqa: E731
+            info = record_info_every(self.store, demand, self._clock.wall_ms, 10.0, stop)
+            group.create_task(info, name="daemon-info")
             group.create_task(self.notifier.watchdog(stop, self.status_line), name="watchdog")
             group.create_task(self._reloads(stop), name="reloads")
             if self._live is not None:

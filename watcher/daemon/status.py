@@ -28,8 +28,9 @@ from typing import Any, TextIO
 
 from watcher.config.load import ConfigError, load_config
 from watcher.core.invocation import TERMINAL_STATUSES
+from watcher.daemon.demand import budget_line
 from watcher.daemon.silences import silence_json, silence_table
-from watcher.daemon.tracked_keys import TrackedKeys, discovered_prefixes
+from watcher.daemon.tracked_keys import TrackedKeys, discovered_prefixes, with_live
 from watcher.store.records import InvocationRow
 from watcher.store.sqlite import status_reads
 from watcher.store.sqlite.silences import list_silences
@@ -267,11 +268,8 @@ def write_status(path: Path, out: TextIO, view: StatusView) -> None:
     with status_reads.open_readonly(path) as db:
         view = dataclasses.replace(view, silenced=status_reads.has_silences(db))
         if view.tracked is not None:  # the ids registered live are tracked too
-            live, tracked = status_reads.live_keys(db), view.tracked
-            if isinstance(tracked, TrackedKeys):
-                view = dataclasses.replace(view, tracked=tracked.with_keys(live))
-            else:
-                view = dataclasses.replace(view, tracked={*tracked, *live})
+            live = status_reads.live_keys(db)
+            view = dataclasses.replace(view, tracked=with_live(view.tracked, live))
         if view.as_json:
             _write_json(db, out, view, now)
             return
@@ -279,6 +277,8 @@ def write_status(path: Path, out: TextIO, view: StatusView) -> None:
         out.write("\n".join(_delivery_lines(status_reads.delivery(db), now)) + "\n")
         if silences := list_silences(db, now):  # in force or to come
             out.write("\nSILENCES\n" + "\n".join(silence_table(silences, now)) + "\n")
+        if api := budget_line(status_reads.daemon_info(db)):
+            out.write(f"\n{api}\n")
 
 
 async def render_status(

@@ -41,3 +41,10 @@ def discovered_prefixes(config: Config) -> tuple[str, ...]:
             function_key = InvocationRef(entry.function_ref(), "x").key[:-1]
             prefixes.append(function_key + (entry.discover.prefix or ""))
     return tuple(prefixes)
+
+
+def with_live(tracked: Collection[str], live: Collection[str]) -> Collection[str]:
+    """``tracked`` plus the ids registered live."""
+    if isinstance(tracked, TrackedKeys):
+        return tracked.with_keys(live)
+    return {*tracked, *live}

@@ -154,6 +154,10 @@ class TrackingStore(Protocol):
 
     async def save_watermark(self, entry: str, started_ms: int, now_ms: int) -> None: ...
 
+    async def save_daemon_info(self, values: Mapping[str, str], now_ms: int) -> None:
+        """What the running daemon says of itself for ``status`` (its API demand...)."""
+        ...
+
 
 class SilenceStore(Protocol):
     """Silences (``fc-watcher silence``, the HTTP API, the status page): durable, so a

@@ -163,6 +163,13 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX invocations_by_status ON invocations (status, changed_ms)",
         "CREATE INDEX invocations_by_function ON invocations (function, changed_ms)",
     ),
+    # Version 9: what the running daemon says of itself for ``status`` (its API demand against
+    # the budget), written only when it changes.
+    (
+        """CREATE TABLE daemon_info (
+            key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_ms INTEGER NOT NULL
+        ) WITHOUT ROWID""",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 

@@ -88,6 +88,12 @@ def totals(db: sqlite3.Connection) -> StatusTotals:
     )
 
 
+def daemon_info(db: sqlite3.Connection) -> dict[str, tuple[str, int]]:
+    """What the running daemon last said of itself: value and when, by key."""
+    rows = db.execute("SELECT key, value, updated_ms FROM daemon_info")
+    return {row[0]: (row[1], row[2]) for row in rows}
+
+
 def live_keys(db: sqlite3.Connection) -> frozenset[str]:
     """The keys registered live (``fc-watcher track``, the HTTP API) and not untracked: a
     running watcher polls these too, though the config does not list them."""

@@ -200,3 +200,19 @@ class TrackingMethods:
             outbox_changed=False,
             name="save_watermark",
         )
+
+    async def save_daemon_info(self: _Hops, values: Mapping[str, str], now_ms: int) -> None:
+        """What the running daemon says of itself, for ``status`` (replaced key by key)."""
+        db = self._db
+        rows = [(key, value, now_ms) for key, value in values.items()]
+        await self._write(
+            lambda: db.executemany(SAVE_DAEMON_INFO, rows),
+            outbox_changed=False,
+            name="save_daemon_info",
+        )
+
+
+SAVE_DAEMON_INFO = (
+    "INSERT INTO daemon_info (key, value, updated_ms) VALUES (?, ?, ?) ON CONFLICT (key) "
+    "DO UPDATE SET value = excluded.value, updated_ms = excluded.updated_ms"
+)
