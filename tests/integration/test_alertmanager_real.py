@@ -255,6 +255,32 @@ async def test_a_late_delivery_still_fires(
     assert {a["labels"].get("invocation_id") for a in told()} == {"late-1"}
 
 
+async def test_the_alert_resolves_when_ends_at_passes(
+    alertmanager: RealAlertmanager, http_session: aiohttp.ClientSession
+) -> None:
+    """With ``ends_after_s: 2`` nothing more is sent, yet the alert resolves by itself once its
+    endsAt passes: the receiver is told firing, then resolved, with the documented labels and
+    annotations."""
+    sink = am_sink(alertmanager.url, http_session, ends_after_s=2)
+    _, (failed,) = polled(ref("ending", "end-1"), "Failed", now_ms())
+    await sink.send([routed(failed)])
+
+    def told() -> list[dict[str, Any]]:
+        return alertmanager.alerts("FCInvocationFailed", "ending")
+
+    def has(status: str) -> bool:
+        return any(a["status"] == status for a in told())
+
+    await _until(lambda: has("firing"), "a firing notification", told)
+    (alert,) = [a for a in told() if a["status"] == "firing"]
+    assert alert["labels"]["invocation_id"] == "end-1"
+    assert alert["labels"]["severity"] == "critical"
+    assert "UnhandledInvocationError: boom" in alert["annotations"]["description"]
+    await _until(lambda: has("resolved"), "a resolved notification after endsAt", told)
+    (resolved,) = [a for a in told() if a["status"] == "resolved"]
+    assert resolved["fingerprint"] == alert["fingerprint"]
+
+
 def test_the_documented_route_is_valid_and_groups_by_function() -> None:
     """config/alertmanager.example.yml, which the README points to, is a config that
     Alertmanager's own checker accepts, with the grouping the tests above rely on."""
