@@ -224,6 +224,7 @@ async def test_metrics_health_and_readiness(
             await wait_until(lambda: "job-2" in committed(tmp_path / "state.db"), "a poll")
             await asyncio.sleep(0.3)
             status, text = await get("/metrics")
+            page_status, page = await get("/")  # the status page, on the same endpoint
     finally:
         assert await stop(process) == 0
     assert status == 200
@@ -252,6 +253,10 @@ async def test_metrics_health_and_readiness(
     assert deliveries[("log", "sent")] >= 2
     assert "fc_watcher_outbox_depth" in families
     assert "fc_watcher_dead_letters" in families
+    assert families["fc_watcher_ready"].samples[0].value == 1
+    tracked = {s.labels["found_by"]: s.value for s in families["fc_watcher_tracked"].samples}
+    assert tracked == {"listed": 2, "discovered": 0, "live": 0}
+    assert page_status == 200 and "job-2" in page  # the failed one, on the overview
 
 
 async def test_busy_metrics_port_is_one_line(

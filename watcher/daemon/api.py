@@ -110,6 +110,11 @@ class TrackApi:
             return
         self._token = token.encode() if token else None
 
+    @property
+    def token(self) -> str | None:
+        """The token in force (for the status page, which checks the same one)."""
+        return self._token.decode() if self._token else None
+
     def register(self, app: web.Application) -> None:
         app.router.add_post(TRACK_PATH, self._track)
         app.router.add_delete(TRACK_PATH, self._untrack)

@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from watcher.config.models import HttpSettings
 from watcher.daemon.api import TrackApi
+from watcher.daemon.console import Console, add_console_routes
 from watcher.telemetry.metrics import Metrics
 
 
@@ -30,6 +31,7 @@ async def start_endpoint(
     metrics: Metrics,
     readiness: Callable[[], str | None],
     api: TrackApi | None,
+    console: Console | None = None,
 ) -> HttpEndpoint | None:
     """The endpoint ``http.listen`` asks for, listening (None when it asks for none)."""
     address = http.address()
@@ -40,6 +42,7 @@ async def start_endpoint(
         metrics=metrics,
         readiness=readiness,
         api=api,
+        console=console,
         max_body_bytes=http.max_body_bytes,
     )
     try:
@@ -64,6 +67,7 @@ class HttpEndpoint:
         metrics: Metrics,
         readiness: Callable[[], str | None],
         api: TrackApi | None = None,
+        console: Console | None = None,
         max_body_bytes: int = 1024 * 1024,
     ):
         self._host = host
@@ -71,6 +75,7 @@ class HttpEndpoint:
         self._metrics = metrics
         self._readiness = readiness
         self._api = api
+        self._console = console
         self._max_body_bytes = max_body_bytes
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -84,10 +89,20 @@ class HttpEndpoint:
         if self._api is not None:
             self._api.max_body_bytes = self._max_body_bytes
             self._api.register(app)
+        if self._console is not None:
+            add_console_routes(app, self._console)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1)
         await self._runner.setup()
         await web.TCPSite(self._runner, self._host, self._port).start()
         self.port = int(self._runner.addresses[0][1])
+
+    def reload_token(self, http: HttpSettings) -> None:
+        """A reload: the API and the status page take the new token (an unreadable file
+        keeps the old one, and says so)."""
+        if self._api is not None:
+            self._api.reload_token(http)
+            if self._console is not None:
+                self._console.set_token(self._api.token)
 
     async def stop(self) -> None:
         if self._runner is not None:

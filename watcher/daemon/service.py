@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections import Counter
 
 import aiohttp
 import structlog
@@ -24,6 +23,7 @@ from watcher.config.models import Config, LoadedConfig, Tracked
 from watcher.core.clock import Clock, SystemClock
 from watcher.daemon.api import TokenError, TrackApi, resolve_token, restart_needed
 from watcher.daemon.build import Parts, build
+from watcher.daemon.console import Console, DaemonActions
 from watcher.daemon.demand import api_demand, info_values
 from watcher.daemon.filewatch import InvocationsFileWatcher
 from watcher.daemon.gauges import SilenceCollector, StateCollector, TrackingCollector
@@ -118,7 +118,8 @@ class Watcher:
             rng=self._rng,
             metrics=self.metrics,
         )
-        self.metrics.watch_state(StateCollector(self._status_counts, lambda: self._store))
+        counts = lambda: status_counts(self._parts)  # noqa: E731
+        self.metrics.watch_state(StateCollector(counts, lambda: self._store))
         self.metrics.watch_state(TrackingCollector(self.parts, lambda: self.readiness() is None))
         self.metrics.watch_state(SilenceCollector(self.parts.silences.active_count))
         self._file_watcher = InvocationsFileWatcher(self._loaded, self._apply_ids)
@@ -141,17 +142,17 @@ class Watcher:
         try:
             token = resolve_token(http)
             self._api = TrackApi(self.store, live, self._clock, token, self.parts.silences)
+            actions = DaemonActions(self.parts.silences, self.store, self._clock)
+            path = self.config.state.path
+            console = Console(path, token=token, clock=self._clock, actions=actions)
             self._http = await start_endpoint(
-                http, metrics=self.metrics, readiness=self.readiness, api=self._api
+                http, metrics=self.metrics, readiness=self.readiness, api=self._api, console=console
             )
         except (EndpointError, TokenError) as exc:
             await self.shutdown(drain_timeout_s=0)
             raise StartupError(str(exc)) from None
 
     # -- what it reports -----------------------------------------------------------------------
-
-    def _status_counts(self) -> Counter[str]:
-        return status_counts(self._parts)
 
     def status_line(self) -> str:
         """One line for systemd's STATUS= (``reporting.status_line``)."""
@@ -249,8 +250,8 @@ class Watcher:
         self._loaded = loaded
         if self._live is not None:  # the live ids take the new stuck limits
             self._live.resettle(snapshots)
-        if self._api is not None:
-            self._api.reload_token(new.http)
+        if self._http is not None:
+            self._http.reload_token(new.http)
         if self._file_watcher is not None:
             self._file_watcher.use_config(loaded)
 

@@ -117,7 +117,8 @@ def sinks(db: sqlite3.Connection) -> list[dict[str, Any]]:
 
 
 def _where(where: InvocationFilter) -> tuple[str, list[Any]]:
-    clauses, params = ["1"], []
+    clauses: list[str] = ["1"]
+    params: list[Any] = []
     if where.function is not None:
         clauses.append("function = ?")
         params.append(where.function)
@@ -239,8 +240,9 @@ def silences(db: sqlite3.Connection, ended_after_ms: int, limit: int) -> list[di
     """
     rows = db.execute(
         "SELECT id, matchers, starts_ms, ends_ms, comment, author, created_ms, expired_ms "
-        "FROM silences WHERE ends_ms >= ? ORDER BY ends_ms DESC LIMIT ?",
-        (ended_after_ms, limit),
+        "FROM silences WHERE ends_ms >= ? AND (expired_ms = 0 OR expired_ms >= ?) "
+        "ORDER BY ends_ms DESC LIMIT ?",
+        (ended_after_ms, ended_after_ms, limit),
     ).fetchall()
     items = []
     for row in rows:

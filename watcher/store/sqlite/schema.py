@@ -159,7 +159,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # Version 8: what the status page reads by: transitions by time (the chart, the last
     # 24 h's failures) and invocations by status and by function (filtered, paged lists).
     (
-        "CREATE INDEX transitions_by_time ON transitions (observed_ms)",
+        "CREATE INDEX transitions_by_time ON transitions (observed_ms, type)",
         "CREATE INDEX invocations_by_status ON invocations (status, changed_ms)",
         "CREATE INDEX invocations_by_function ON invocations (function, changed_ms)",
     ),
