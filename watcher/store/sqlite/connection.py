@@ -11,9 +11,9 @@ import contextlib
 import fcntl
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, Any, TypeVar
 
 from watcher.store.errors import FailureKind, StateStoreError
 from watcher.store.sqlite.diagnose import classify, explain
@@ -109,3 +109,9 @@ def connect(path: Path, *, readonly: bool, busy_timeout_s: float) -> sqlite3.Con
         if isinstance(exc, sqlite3.Error):
             raise explain(path, exc) from None
         raise
+
+
+def run_many(db: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    """``executemany``, its cursor closed here: a cursor handed back to the event loop's thread
+    would be freed there while the worker uses the connection (SQLITE_MISUSE)."""
+    db.executemany(sql, rows).close()

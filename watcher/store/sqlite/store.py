@@ -39,7 +39,7 @@ from watcher.store.records import (
     WriteHealth,
 )
 from watcher.store.sqlite import reads, writes
-from watcher.store.sqlite.connection import read, take_lock, write_transaction
+from watcher.store.sqlite.connection import read, run_many, take_lock, write_transaction
 from watcher.store.sqlite.silences import SilenceMethods
 from watcher.store.sqlite.startup import CHECK_BUDGET_S, open_checked, rewrite_header
 from watcher.store.sqlite.tracking import TrackingMethods
@@ -154,7 +154,7 @@ class SqliteStore(TrackingMethods, SilenceMethods):
         self, sql: str, rows: list[tuple[Any, ...]], *, name: str, outbox_changed: bool = True
     ) -> None:
         if rows:
-            work = functools.partial(self._db.executemany, sql, rows)
+            work = functools.partial(run_many, self._db, sql, rows)
             await self._write(work, outbox_changed=outbox_changed, name=name)
 
     # -- PollStore / SnapshotStore ------------------------------------------------------------

@@ -21,6 +21,7 @@ from watcher.core.invocation import Api, FunctionRef, InvalidIdentifierError, In
 from watcher.core.model import Snapshot
 from watcher.store.records import LiveChange, LiveItem
 from watcher.store.sqlite import reads
+from watcher.store.sqlite.connection import run_many
 
 T = TypeVar("T")
 _CHUNK = 500  # well under SQLite's bound on parameters
@@ -196,7 +197,7 @@ class TrackingMethods:
         """Record how far ``entry``'s scans have covered."""
         db = self._db
         await self._write(
-            lambda: db.execute(SAVE_WATERMARK, (entry, started_ms, now_ms)),
+            lambda: run_many(db, SAVE_WATERMARK, [(entry, started_ms, now_ms)]),
             outbox_changed=False,
             name="save_watermark",
         )
@@ -206,7 +207,7 @@ class TrackingMethods:
         db = self._db
         rows = [(key, value, now_ms) for key, value in values.items()]
         await self._write(
-            lambda: db.executemany(SAVE_DAEMON_INFO, rows),
+            lambda: run_many(db, SAVE_DAEMON_INFO, rows),
             outbox_changed=False,
             name="save_daemon_info",
         )
