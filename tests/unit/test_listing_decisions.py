@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from watcher.core.invocation import TERMINAL_STATUSES, Invocation
 from watcher.core.listing import (
     ACTIVE_STATUSES,
+    LIST_MARGIN,
     estimated_list_calls,
     is_scan_watched,
     list_is_cheaper,
@@ -112,6 +113,6 @@ def test_scan_begins_one_overlap_behind_and_never_before_zero() -> None:
 def test_listing_is_chosen_only_when_cheaper_than_a_get_each(watched: int) -> None:
     calls = estimated_list_calls(watched)
     assert calls >= len(ACTIVE_STATUSES)
-    assert list_is_cheaper(watched, calls) == (watched > calls)
+    assert list_is_cheaper(watched, calls) == (watched >= LIST_MARGIN * calls)
     if watched >= 1_000:
         assert calls <= watched // 50  # list-based costs at most 0.02 calls each

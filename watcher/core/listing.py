@@ -106,9 +106,15 @@ def scan_begin_ms(watermark_ms: int, overlap_s: float) -> int:
     return max(0, watermark_ms - int(overlap_s * 1000))
 
 
+LIST_MARGIN = 2
+"""Listing must save at least half the calls: a List page is heavier than a Get (up to 100
+items to serve and read), and a function near the line should not flip between modes."""
+
+
 def list_is_cheaper(active_watched: int, list_calls_per_scan: int) -> bool:
-    """Whether a scan (its List calls) costs less than a Get for each watched invocation."""
-    return active_watched > list_calls_per_scan
+    """Whether a scan (its List calls) costs clearly less than a Get for each watched
+    invocation (``LIST_MARGIN`` times fewer calls)."""
+    return active_watched >= LIST_MARGIN * list_calls_per_scan
 
 
 def estimated_list_calls(active_watched: int) -> int:
