@@ -186,7 +186,7 @@ async def receiver() -> AsyncIterator[Receiver]:
     await started.stop()
 
 
-pytest_plugins = ["tests.programs"]
+pytest_plugins = ["tests.programs", "tests.pg"]
 
 _REPORT_KEY = pytest.StashKey[list[str]]()
 

@@ -26,6 +26,7 @@ from watcher.cli_exits import (
     UsageError,
 )
 from watcher.cli_silence import add_silence
+from watcher.cli_state import add_migrate_state
 from watcher.cli_track import add_track
 
 if TYPE_CHECKING:
@@ -180,7 +181,8 @@ def _cmd_redeliver(args: argparse.Namespace) -> int:
     names = {sink.name for sink in loaded.config.sinks}
     if args.sink is not None and args.sink not in names:
         raise UsageError(f"no sink is named {args.sink!r}; sinks: {', '.join(sorted(names))}")
-    count = asyncio.run(_redeliver(loaded.config.state.path, sink=args.sink, transition_id=args.id))
+    path = loaded.config.state.sqlite_path()
+    count = asyncio.run(_redeliver(path, sink=args.sink, transition_id=args.id))
     print(f"{count} dead letter(s) queued again; a running watcher sends them within a minute")
     return EXIT_OK
 
@@ -201,6 +203,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_config_commands(commands, common)
     add_track(commands, common)
     add_silence(commands, common)
+    add_migrate_state(commands, common)
     schema = commands.add_parser("schema", help="print the config's JSON Schema")
     schema.set_defaults(handler=_cmd_schema)
     add_bench(commands, common)
@@ -254,6 +257,7 @@ def _add_config_commands(
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fc-watcher`` console script."""
     from watcher.config.load import ConfigError
+    from watcher.config.models import StateBackendError
     from watcher.daemon.runtime import tune_gc
     from watcher.daemon.service import StartupError
     from watcher.devtools.emulator.scenario import ScenarioError
@@ -274,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ScenarioError as exc:
         print(f"fc-watcher: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    except UsageError as exc:
+    except (UsageError, StateBackendError) as exc:
         print(f"fc-watcher: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

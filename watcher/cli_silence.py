@@ -67,7 +67,7 @@ def _spec(args: argparse.Namespace, now_ms: int) -> SilenceSpec:
 def _state_path(args: argparse.Namespace) -> Path:
     from watcher.config.load import load_config
 
-    return load_config(Path(args.config)).config.state.path
+    return load_config(Path(args.config)).config.state.sqlite_path()
 
 
 async def _add(path: Path, spec: SilenceSpec, now_ms: int) -> Silence:

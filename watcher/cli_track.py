@@ -79,7 +79,7 @@ def _cmd_track(args: argparse.Namespace) -> int:
 
     request = _request(args)
     loaded = load_config(Path(args.config))
-    new = asyncio.run(_write(loaded.config.state.path, request, track=True))
+    new = asyncio.run(_write(loaded.config.state.sqlite_path(), request, track=True))
     already = len(request.refs) - new
     note = f" ({already} already tracked)" if already else ""
     word = "invocation" if new == 1 else "invocations"
@@ -92,7 +92,7 @@ def _cmd_untrack(args: argparse.Namespace) -> int:
 
     request = _request(args)
     loaded = load_config(Path(args.config))
-    gone = asyncio.run(_write(loaded.config.state.path, request, track=False))
+    gone = asyncio.run(_write(loaded.config.state.sqlite_path(), request, track=False))
     notes = []
     if gone < len(request.refs):
         notes.append(f"{len(request.refs) - gone} not live-tracked")

@@ -114,7 +114,7 @@ async def test_a_short_budget_stretches_every_interval_evenly(
     assert sum(polls.values()) <= 20 * 4 + 20  # the budget held (one second's burst)
     # What the daemon records every few seconds, `fc-watcher status` shows.
     await parts.store.save_daemon_info(info_values(demand), now_ms=0)
-    shown = await render_status(parts.config.state.path, as_json=False)
+    shown = await render_status(parts.config.state.sqlite_path(), as_json=False)
     assert "FC API: 60.0 calls/s asked of a budget of 20/s: every interval stretched 3.0x" in shown
 
 

@@ -76,7 +76,7 @@ async def running(
 ) -> AsyncIterator[Running]:
     emu = await start_emulator(invocations=[{"id": i, "timeline": RUNNING} for i in "abcdefg"])
     loaded = _write_config(tmp_path, emu.url)
-    store = await SqliteStore.open(loaded.config.state.path)
+    store = await SqliteStore.open(loaded.config.state.sqlite_path())
     parts = await build(
         loaded.config,
         loaded.tracked,

@@ -318,3 +318,16 @@ def test_inline_secrets_in_a_world_readable_file_are_warned_about(tmp_path: Path
     assert logs == []
     from_env = load_config(_write(tmp_path, VALID), env=ENV)
     assert from_env.inline_secrets == ()
+
+
+def test_the_state_is_sqlite_or_postgresql_not_both(tmp_path: Path) -> None:
+    from watcher.config.models import StateBackendError, StateSettings
+
+    assert StateSettings.model_validate({"path": tmp_path / "s.db"}).sqlite_path().name == "s.db"
+    on_pg = StateSettings.model_validate({"url": "postgresql://u:pw@127.0.0.1/db"})
+    assert "pw" not in repr(on_pg)
+    with pytest.raises(StateBackendError, match="PostgreSQL"):
+        on_pg.sqlite_path()
+    for both_or_none in ({}, {"path": tmp_path / "s.db", "url": "postgresql://h/db"}):
+        with pytest.raises(ValueError, match=r"state\.path .* or state\.url"):
+            StateSettings.model_validate(both_or_none)

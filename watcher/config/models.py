@@ -98,12 +98,38 @@ class FcSettings(_Section):
         return self
 
 
+class StateBackendError(Exception):
+    """A command that reads the SQLite state was pointed at a PostgreSQL one."""
+
+
 class StateSettings(_Section):
     """Where durable state lives, and for how long finished invocations are kept."""
 
-    path: Path
+    path: Path | None = None
+    """The SQLite state file (one host)."""
+    url: SecretStr | None = None
+    """postgresql://user@host:5432/db: the state in PostgreSQL (a secret: it may hold the
+    password; ``url_file`` reads it from a file)."""
+    password: SecretStr | None = None
+    """For a URL without one (else asyncpg reads PGPASSFILE or ~/.pgpass)."""
     retention_days: float = Field(default=30.0, gt=0)
     """Finished invocations unchanged for this long are pruned, with their delivered rows."""
+
+    @model_validator(mode="after")
+    def _one_backend(self) -> StateSettings:
+        has_url = bool(self.url and self.url.get_secret_value().strip())
+        if (self.path is not None) == has_url:
+            raise ValueError("give state.path (SQLite, one host) or state.url (PostgreSQL)")
+        return self
+
+    def sqlite_path(self) -> Path:
+        """The SQLite file, for the commands that read it directly."""
+        if self.path is None:
+            raise StateBackendError(
+                "the state is in PostgreSQL (state.url); this command reads a SQLite state "
+                "(state.path) only, so far: run it against the watcher's /metrics or logs"
+            )
+        return self.path
 
 
 class PollSettings(_Section):

@@ -37,9 +37,9 @@ from watcher.daemon.signals import install_signal_handlers
 from watcher.engine.poll import PollOutcome
 from watcher.engine.scheduler import Scheduler
 from watcher.store.errors import StateStoreError
+from watcher.store.open import open_store
 from watcher.store.protocols import StateStore
 from watcher.store.retention import run_retention
-from watcher.store.sqlite import SqliteStore
 from watcher.telemetry.metrics import Metrics
 
 _log = structlog.get_logger("watcher.service")
@@ -103,7 +103,7 @@ class Watcher:
         the store's open refuses a corrupt or read-only state DB (``store.sqlite.startup``)."""
         config = self.config
         warn_if_secrets_exposed(self._loaded)
-        self._store = store = await SqliteStore.open(config.state.path)
+        self._store = store = await open_store(config.state)
         # No pool-wide connection cap: the limiter bounds FC requests (and follows a reload),
         # each sink bounds its own; a cap fixed here would hold a raised concurrency back and
         # make webhooks queue behind polls.
@@ -129,7 +129,7 @@ class Watcher:
         _log.info(
             "watcher_started",
             config=str(self._loaded.path),
-            state=str(config.state.path),
+            state=str(config.state.path or "postgresql"),
             tracked=len(self._loaded.tracked),
             live=len(self._live.members()),
             active=self.scheduler.active_count,
@@ -143,8 +143,10 @@ class Watcher:
             token = resolve_token(http)
             self._api = TrackApi(self.store, live, self._clock, token, self.parts.silences)
             actions = DaemonActions(self.parts.silences, self.store, self._clock)
-            path = self.config.state.path
-            console = Console(path, token=token, clock=self._clock, actions=actions)
+            path = self.config.state.path  # the page reads SQLite; not yet PostgreSQL
+            console = (
+                Console(path, token=token, clock=self._clock, actions=actions) if path else None
+            )
             self._http = await start_endpoint(
                 http, metrics=self.metrics, readiness=self.readiness, api=self._api, console=console
             )

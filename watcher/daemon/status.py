@@ -63,7 +63,7 @@ def load_status_source(config_path: Path) -> StatusSource:
         return StatusSource(state_path, None, len(exc.problems))
     keys = frozenset(item.ref.key for item in loaded.tracked)
     tracked = TrackedKeys(keys, discovered_prefixes(loaded.config))
-    return StatusSource(loaded.config.state.path, tracked)
+    return StatusSource(loaded.config.state.sqlite_path(), tracked)
 
 
 def _state_path_only(config_path: Path) -> Path | None:

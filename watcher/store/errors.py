@@ -18,6 +18,7 @@ class FailureKind(StrEnum):
     CORRUPT = "corrupt"
     LOCKED = "locked"
     IO_ERROR = "io_error"
+    CONNECTION_LOST = "connection_lost"
     OTHER = "other"
 
     @property
@@ -32,6 +33,7 @@ _PHRASES = {
     FailureKind.CORRUPT: "corrupt",
     FailureKind.LOCKED: "locked by another process",
     FailureKind.IO_ERROR: "I/O error",
+    FailureKind.CONNECTION_LOST: "PostgreSQL unreachable",
     FailureKind.OTHER: "error",
 }
 

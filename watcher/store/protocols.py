@@ -53,6 +53,10 @@ class SnapshotStore(Protocol):
 
     async def load_snapshots(self) -> dict[str, Snapshot]: ...
 
+    async def load_snapshots_of(self, keys: Collection[str]) -> dict[str, Snapshot]:
+        """The stored snapshots of ``keys`` only (a live id must not cost a read of all)."""
+        ...
+
     async def record_polled(self, last_polled_ms: Mapping[str, int]) -> None: ...
 
 
