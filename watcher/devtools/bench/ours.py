@@ -79,7 +79,7 @@ async def run_watcher(params: Params) -> Params:
     lags: list[float] = []
     with tempfile.TemporaryDirectory(prefix="fc-watcher-bench-") as scratch:
         config = _config(params, Path(scratch) / "state.db", poll, **_NO_DELIVERY)
-        store = await SqliteStore.open(config.state.path)
+        store = await SqliteStore.open(config.state.sqlite_path())
         connector = aiohttp.TCPConnector(limit=poll.concurrency)
         async with aiohttp.ClientSession(connector=connector) as session:
             parts = await build(
@@ -164,7 +164,7 @@ async def run_delivery(params: Params) -> Params:
     }
     with tempfile.TemporaryDirectory(prefix="fc-watcher-bench-") as scratch:
         config = _config(params, Path(scratch) / "state.db", poll, **delivery)
-        store = await SqliteStore.open(config.state.path)
+        store = await SqliteStore.open(config.state.sqlite_path())
         async with aiohttp.ClientSession() as session:
             parts = await build(
                 config,

@@ -232,7 +232,7 @@ async def run_outbox(params: Params) -> Params:
         port = free_port()
         receiver = _Receiver(port, fail_ratio, Path(scratch) / "accepted.json")
         config = _config(Path(scratch) / "state.db", port)
-        store = await SqliteStore.open(config.state.path)
+        store = await SqliteStore.open(config.state.sqlite_path())
         async with aiohttp.ClientSession() as session:
             parts = await build(
                 config,
