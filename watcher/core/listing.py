@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
-from watcher.core.invocation import TERMINAL_STATUSES, Invocation, Status
+from watcher.core.invocation import TERMINAL_STATUSES, Status
 from watcher.core.model import Snapshot
 
 ACTIVE_STATUSES: tuple[str, ...] = (
@@ -28,6 +29,47 @@ PAGE_LIMIT = 100
 """The largest page FC serves: fewest calls per scan."""
 
 
+class ListedFields(Protocol):
+    """What a scan reads of a List item: ``Invocation`` has it, and so does ``Listed``."""
+
+    @property
+    def invocation_id(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def started_ms(self) -> int: ...
+    @property
+    def already_retried_times(self) -> int: ...
+    @property
+    def end_ms(self) -> int: ...
+    @property
+    def error_message(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """What a scan keeps of one List item. A page's parsed models are dropped as soon as the
+    page is read: a scan of 100,000 invocations must not hold 100,000 of them at once."""
+
+    invocation_id: str
+    status: str
+    started_ms: int
+    already_retried_times: int
+    end_ms: int
+    error_message: str
+
+    @classmethod
+    def of(cls, item: ListedFields) -> Listed:
+        return cls(
+            item.invocation_id,
+            item.status,
+            item.started_ms,
+            item.already_retried_times,
+            item.end_ms,
+            item.error_message,
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Fingerprint:
     """What a List item says of an invocation, in the fields both it and a snapshot hold."""
@@ -38,7 +80,7 @@ class Fingerprint:
     error_message: str
 
     @classmethod
-    def of_item(cls, item: Invocation) -> Fingerprint:
+    def of_item(cls, item: ListedFields) -> Fingerprint:
         return cls(item.status, item.already_retried_times, item.end_ms, item.error_message)
 
     @classmethod
@@ -50,7 +92,7 @@ class Fingerprint:
         )
 
 
-def listed_changed(snapshot: Snapshot | None, item: Invocation) -> bool:
+def listed_changed(snapshot: Snapshot | None, item: ListedFields) -> bool:
     """True when ``item`` says something the snapshot does not know: it needs a Get.
 
     A snapshot that is failing (polls erroring) or waiting for its final event also counts as
@@ -69,7 +111,7 @@ def is_scan_watched(snapshot: Snapshot | None) -> bool:
 
 
 def wants_first_sighting(
-    item: Invocation, *, statuses: Collection[str] | None, first_scan: bool, since_ms: int
+    item: ListedFields, *, statuses: Collection[str] | None, first_scan: bool, since_ms: int
 ) -> bool:
     """Whether discovery tracks an invocation it sees for the first time.
 

@@ -28,7 +28,7 @@ _EVICT_FRACTION = 0.01
 """Room made at the cap, as a share of the cap: one walk of the set per 1% of it, not per add."""
 
 
-def found_by(sources: set[str]) -> str:
+def found_by(sources: Collection[str]) -> str:
     """How an invocation was found, for the metric: named in the config first, then live."""
     if CONFIG_SOURCE in sources:
         return "listed"
@@ -43,7 +43,10 @@ class TrackedSet:
     def __init__(self, max_tracked: int) -> None:
         self.max_tracked = max_tracked
         self.states: dict[str, PollState] = {}
-        self._owners: dict[str, set[str]] = {}
+        self._owners: dict[str, frozenset[str]] = {}
+        """Who tracks each key. The sets are shared (interned): almost every key has the same
+        one or two owners, and a set of its own per key cost ~200 bytes each at 100,000."""
+        self._interned: dict[frozenset[str], frozenset[str]] = {}
         self._by_function: dict[FunctionRef, set[str]] = {}
         self.refused = 0
         """New invocations turned away at the cap (a metric)."""
@@ -59,8 +62,12 @@ class TrackedSet:
         owners = self._owners.get(key)
         if owners is None:
             return False
-        owners.add(source)
+        if source not in owners:
+            self._owners[key] = self._intern(owners | {source})
         return True
+
+    def _intern(self, owners: frozenset[str]) -> frozenset[str]:
+        return self._interned.setdefault(owners, owners)
 
     def add(self, source: str, state: PollState) -> bool:
         """Track a new state for ``source``; False if the cap turned it away."""
@@ -78,7 +85,7 @@ class TrackedSet:
         self._at_cap = False
         key = state.ref.key
         self.states[key] = state
-        self._owners[key] = {source}
+        self._owners[key] = self._intern(frozenset((source,)))
         self._by_function.setdefault(state.ref.function_ref, set()).add(key)
         return True
 
@@ -87,8 +94,9 @@ class TrackedSet:
         owners = self._owners.get(key)
         if owners is None:
             return False
-        owners.discard(source)
-        if owners:
+        rest = owners - {source}
+        if rest:
+            self._owners[key] = self._intern(rest)
             return False
         self._drop(key)
         return True

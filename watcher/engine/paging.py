@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import structlog
 
-from watcher.core.invocation import FunctionRef, Invocation
-from watcher.core.listing import PAGE_LIMIT
+from watcher.core.invocation import FunctionRef
+from watcher.core.listing import PAGE_LIMIT, Listed
 from watcher.engine.limiter import ApiLimiter
 from watcher.engine.scan_model import Lister, ScanFailed, ScanResult
 from watcher.fc.errors import FcError, outcome_label
@@ -39,7 +39,7 @@ class PagedLister:
         self._metrics = metrics
         self._skipping = False
 
-    async def all(self, list_filter: ListFilter, result: ScanResult) -> list[Invocation]:
+    async def all(self, list_filter: ListFilter, result: ScanResult) -> list[Listed]:
         """Every page of one List, oldest first, through the API budget."""
         query = ListFilter(
             id_prefix=list_filter.id_prefix,
@@ -48,11 +48,11 @@ class PagedLister:
             sort_order_by_time="asc",
             limit=PAGE_LIMIT,
         )
-        items: list[Invocation] = []
+        items: list[Listed] = []
         token: str | None = None
         for _ in range(_MAX_PAGES):
             page = await self._one_page(query, token, result)
-            items.extend(page.invocations)
+            items.extend(Listed.of(item) for item in page.invocations)
             if not page.next_token or page.next_token == token:
                 return items
             token = page.next_token

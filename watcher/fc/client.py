@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
@@ -25,7 +26,11 @@ from watcher.fc.requests import DateCache, Operation, RequestBase, request_base,
 from watcher.fc.signing import SignatureScheme
 
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024  # returnPayload alone may be 1 MB; leave room, cap abuse
-_MAX_CACHED_BASES = 100_000  # well above any tracked set; a bound, not a working size
+_MAX_CACHED_BASES = 32_768
+"""Prepared Gets kept (about 2 KB each). Invocations polled by Get are polled every interval
+and stay cached; one watched by List calls is fetched only when it changes, and must not keep
+a prepared request for ever (at 100,000 tracked that was 200 MB for nothing): least recently
+used first out."""
 
 
 class FcClient:
@@ -53,7 +58,7 @@ class FcClient:
         self._max_body_bytes = max_body_bytes
         self._clock = clock
         self._dates = DateCache()
-        self._get_bases: dict[str, RequestBase] = {}
+        self._get_bases: OrderedDict[str, RequestBase] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"FcClient(endpoint={self._endpoint.base_url!r}, scheme={self._scheme.value!r})"
@@ -61,14 +66,17 @@ class FcClient:
     async def get_invocation_body(self, ref: InvocationRef) -> bytes:
         """The raw body of a Get call: lets a caller skip parsing when nothing changed."""
         credentials = await self._credentials.get()
-        base = self._get_bases.get(ref.key)
+        bases = self._get_bases
+        base = bases.get(ref.key)
         if base is None or base.credentials != credentials:
-            if len(self._get_bases) >= _MAX_CACHED_BASES:
-                self._get_bases.clear()  # invocations dropped by reloads must not pile up
+            if len(bases) >= _MAX_CACHED_BASES:
+                bases.popitem(last=False)
             base = self._base(
                 Operation.GET, "GET", ref.function_ref, ref.invocation_id, {}, credentials
             )
-            self._get_bases[ref.key] = base
+            bases[ref.key] = base
+        else:
+            bases.move_to_end(ref.key)
         return await self._send(base)
 
     async def get_invocation(self, ref: InvocationRef) -> Invocation:
