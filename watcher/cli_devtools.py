@@ -73,23 +73,34 @@ def _cmd_emulate(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     import importlib.util
 
-    from watcher.devtools.bench.harness import render, run_all
+    from watcher.devtools.bench.harness import render, run_all, run_discovery_only
 
-    if importlib.util.find_spec("alibabacloud_fc_open20210406") is None:
+    sdk_needed = not args.only_discovery  # the discovery runs compare the watcher with itself
+    if sdk_needed and importlib.util.find_spec("alibabacloud_fc_open20210406") is None:
         raise UsageError(
             "the benchmark compares against the official SDK, which is not installed; "
             "run `make bench`, or pip install 'fc-watcher[dev]'"
         )
 
-    report = run_all(
-        invocations=args.invocations,
-        concurrency=args.concurrency,
-        latency_concurrency=args.latency_concurrency,
-        duration_s=args.duration_s,
-        scale=0 if args.no_scale else args.scale,
-        latency_ms=args.latency_ms,
-        progress=(lambda _: None) if args.json else (lambda text: print(text, file=sys.stderr)),
-    )
+    progress = (lambda _: None) if args.json else (lambda text: print(text, file=sys.stderr))
+    discovery = {
+        "invocations": args.discovery_invocations,
+        "duration_s": args.discovery_duration_s,
+        "scale": args.discovery_scale,
+    }
+    if args.only_discovery:
+        report = run_discovery_only(discovery, progress=progress)
+    else:
+        report = run_all(
+            invocations=args.invocations,
+            concurrency=args.concurrency,
+            latency_concurrency=args.latency_concurrency,
+            duration_s=args.duration_s,
+            scale=0 if args.no_scale else args.scale,
+            latency_ms=args.latency_ms,
+            discovery=None if args.no_discovery else discovery,
+            progress=progress,
+        )
     print(json.dumps(report, indent=2) if args.json else render(report))
     return EXIT_OK
 
@@ -137,8 +148,37 @@ def add_bench(
     bench.add_argument("--duration-s", type=float, default=10.0)
     bench.add_argument("--scale", type=int, default=20_000, help="invocations in the scale run")
     bench.add_argument("--no-scale", action="store_true", help="skip the scale run")
+    _add_discovery_flags(bench)
     bench.add_argument("--json", action="store_true", help="print the report as JSON")
     bench.set_defaults(handler=_cmd_bench)
+
+
+def _add_discovery_flags(bench: argparse.ArgumentParser) -> None:
+    """The discovery runs: list-based watching against a Get each, then ``--discovery-scale``
+    invocations discovered on one process."""
+    group = bench.add_mutually_exclusive_group()
+    group.add_argument("--no-discovery", action="store_true", help="skip the discovery runs")
+    group.add_argument(
+        "--only-discovery", action="store_true", help="run the discovery runs and nothing else"
+    )
+    bench.add_argument(
+        "--discovery-invocations",
+        type=int,
+        default=10_000,
+        help="invocations over 10 functions, 1%% changing a 10 s cycle (default 10,000)",
+    )
+    bench.add_argument(
+        "--discovery-duration-s",
+        type=float,
+        default=60.0,
+        help="seconds measured after the first scan, in whole 10 s cycles (default 60)",
+    )
+    bench.add_argument(
+        "--discovery-scale",
+        type=int,
+        default=100_000,
+        help="invocations discovered in the CPU/RSS/lag run; 0 skips it (default 100,000)",
+    )
 
 
 def add_demo(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from watcher.devtools.bench.discovery_report import run_discovery
 from watcher.devtools.bench.harness import emulator, run_variant
 from watcher.devtools.bench.scenario import changing_scenario, steady_scenario
 
@@ -31,3 +32,26 @@ def test_delivery_variant_delivers_every_failure_to_its_webhook() -> None:
         result = run_variant("delivery", {"url": url, "invocations": 20, "duration_s": 20})
     assert result["deliveries"] == result["expected"] == 20
     assert result["p50_ms"] is not None
+
+
+def test_list_based_watching_costs_fewer_calls_than_a_get_each_and_commits_every_change() -> None:
+    """The discovery runs on a small load (500 invocations over 2 functions, 3 cycles of 1 s):
+    list-based watching makes fewer FC calls per invocation than one Get each, and every
+    change the emulator made in the window is committed; one Get each commits them all too."""
+    settings = {
+        "invocations": 500,
+        "functions": 2,
+        "interval_s": 1.0,
+        "duration_s": 3.0,
+        "scale": 0,
+    }
+    runs = run_discovery(
+        settings, emulator=emulator, run_variant=run_variant, progress=lambda _: None
+    )
+    listed, each = runs["list"], runs["get"]
+    assert listed["changes"] > 0
+    assert listed["committed"] == listed["changes"]
+    assert each["committed"] == each["changes"]
+    assert listed["gets"] < listed["tracked_start"]  # in 3 cycles, not even one Get each
+    assert listed["calls_per_invocation_cycle"] < each["calls_per_invocation_cycle"]
+    assert listed["requests"] < each["requests"]

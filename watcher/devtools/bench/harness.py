@@ -7,6 +7,7 @@ Runs, in one invocation of ``fc-watcher bench``:
   scale      20,000 invocations at interval_s 10: polls/s, scheduling lag, RSS
   delivery   change seen by a poll -> webhook receiver has it: p50/p99
   outbox     the outbox after an outage, to a flaky receiver, and steady (``outbox``)
+  discovery  list-based watching against one Get each; 100,000 discovered (``discovery_report``)
 It orchestrates and reports; the measuring is done in the worker processes (``variants``), and
 ``ratios``, ``relative`` and ``render`` stay pure so the report can be tested without a run.
 """
@@ -26,6 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from watcher.devtools.bench.discovery_report import render_discovery, run_discovery
 from watcher.devtools.bench.measure import free_port
 from watcher.devtools.bench.outbox import OUTBOX_RUNS, render_outbox
 from watcher.devtools.bench.scenario import changing_scenario, steady_scenario
@@ -40,21 +42,10 @@ def emulator(scenario: dict[str, Any]) -> Iterator[str]:
         path = Path(scratch) / "scenario.json"
         path.write_text(json.dumps(scenario))  # JSON is YAML
         port = free_port()
+        command = [sys.executable, "-m", "watcher", "--log-format", "json", "emulate"]
+        command += ["--port", str(port), "--scenario", str(path)]
         process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
-            [
-                sys.executable,
-                "-m",
-                "watcher",
-                "--log-format",
-                "json",
-                "emulate",
-                "--port",
-                str(port),
-                "--scenario",
-                str(path),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         try:
             deadline = time.monotonic() + 30
@@ -74,14 +65,16 @@ def emulator(scenario: dict[str, Any]) -> Iterator[str]:
                 process.stderr.close()
 
 
-def run_variant(variant: str, params: Params) -> Params:
-    """One variant in a fresh worker process."""
+def run_variant(
+    variant: str,
+    params: Params,
+    module: str = "watcher.devtools.bench.variants",
+    timeout_s: int = 600,
+) -> Params:
+    """One variant in a fresh worker process (``python -m module variant params``)."""
+    command = [sys.executable, "-m", module, variant, json.dumps(params)]
     done = subprocess.run(  # noqa: S603 (our own interpreter and module)
-        [sys.executable, "-m", "watcher.devtools.bench.variants", variant, json.dumps(params)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+        command, capture_output=True, text=True, timeout=timeout_s, check=False
     )
     if done.returncode != 0:
         raise RuntimeError(f"bench variant {variant} failed: {done.stderr.strip()[-500:]}")
@@ -106,9 +99,10 @@ def run_all(
     duration_s: float,
     scale: int,
     latency_ms: int = 50,
+    discovery: Params | None = None,
     progress: Any = print,
 ) -> Params:
-    """Every run; returns the whole report."""
+    """Every run (the discovery runs given their settings); returns the whole report."""
     base = {"invocations": invocations, "concurrency": concurrency, "duration_s": duration_s}
     report: Params = {
         "machine": machine(),
@@ -126,7 +120,15 @@ def run_all(
         runs.setdefault("outbox", {})[mode] = run_variant("outbox", params)
     report["ratios"] = ratios(runs)
     report["relative"] = {name: relative(runs[name]) for name in ("cpu", "latency")}
+    if discovery is not None:
+        runs["discovery"] = run_discovery_only(discovery, progress)["runs"]["discovery"]
     return report
+
+
+def run_discovery_only(settings: Params, progress: Any = print) -> Params:
+    """The discovery runs alone (``fc-watcher bench --only-discovery``), as a report."""
+    runs = run_discovery(settings, emulator=emulator, run_variant=run_variant, progress=progress)
+    return {"machine": machine(), "runs": {"discovery": runs}}
 
 
 def _cpu_run(base: Params, progress: Any) -> Params:
@@ -160,17 +162,8 @@ def _scale_run(scale: int, progress: Any) -> Params:
     """``scale`` invocations at interval_s 10: polls/s, scheduling lag and memory."""
     with emulator(steady_scenario(scale)) as url:
         progress(f"scale: {scale} invocations at interval_s 10 ...")
-        return run_variant(
-            "watcher",
-            {
-                "url": url,
-                "invocations": scale,
-                "concurrency": 64,
-                "duration_s": 30,
-                "interval_s": 10,
-                "jitter": 0.1,
-            },
-        )
+        params = {"concurrency": 64, "duration_s": 30, "interval_s": 10, "jitter": 0.1}
+        return run_variant("watcher", {**params, "url": url, "invocations": scale})
 
 
 def _delivery_run(progress: Any) -> Params:
@@ -217,14 +210,22 @@ def relative(run: Params) -> Params:
 
 def render(report: Params) -> str:
     """The human-readable report (the README's benchmark table is this text)."""
-    return "\n".join([*_header(report), *_table(report), "", *_summary(report)])
+    runs = report["runs"]
+    discovery = ["", *render_discovery(runs["discovery"])] if "discovery" in runs else []
+    if "cpu" not in runs:  # the discovery runs alone
+        return "\n".join([_machine_line(report), *discovery])
+    return "\n".join([*_header(report), *_table(report), "", *_summary(report), *discovery])
+
+
+def _machine_line(report: Params) -> str:
+    about = report["machine"]
+    return f"machine: {about['cpus']} CPUs, Python {about['python']}, {about['platform']}"
 
 
 def _header(report: Params) -> list[str]:
     params = report["params"]
     return [
-        f"machine: {report['machine']['cpus']} CPUs, Python {report['machine']['python']}, "
-        f"{report['machine']['platform']}",
+        _machine_line(report),
         f"N={params['invocations']} invocations, concurrency {params['concurrency']} "
         f"({params['latency_ms']} ms runs: {params['latency_concurrency']}), "
         f"{params['duration_s']:g} s a variant",
