@@ -16,7 +16,7 @@ from watcher.core.invocation import Api, FunctionRef, Invocation, InvocationRef
 from watcher.core.route import Target
 from watcher.daemon.status import render_status
 from watcher.store.errors import FailureKind, StateStoreError
-from watcher.store.records import LiveItem, SinkHealthRecord, WriteHealth
+from watcher.store.records import LiveItem
 from watcher.store.sqlite import SCHEMA_VERSION, SqliteStore, status_reads
 from watcher.store.sqlite.connection import explain, write_transaction
 from watcher.store.sqlite.schema import _MIGRATIONS
@@ -44,49 +44,6 @@ async def _commit(
         now_ms=1000,
     )
     return [t.id for t in fresh]
-
-
-async def test_commit_persists_snapshot_transitions_and_outbox(tmp_path: Path) -> None:
-    """One commit writes all three; reopening reads them back."""
-    result = _failed_result()
-    store = await SqliteStore.open(tmp_path / "state.db")
-    assert await _commit(store, result, ("log", "hook")) == [t.id for t in result.transitions]
-    await store.close()
-    store = await SqliteStore.open(tmp_path / "state.db")
-    assert await store.load_snapshots() == {REF.key: result.snapshot}
-    assert [t.id for t in await store.transitions()] == [t.id for t in result.transitions]
-    assert await store.outbox_counts() == {"pending": 2 * len(result.transitions)}
-    pending = await store.pending("hook", 10)
-    assert [row.transition_id for row in pending] == [t.id for t in result.transitions]
-    loaded = await store.load_transitions([row.transition_id for row in pending])
-    assert [loaded[row.transition_id] for row in pending] == list(result.transitions)
-    await store.close()
-
-
-async def test_recommitting_the_same_ids_adds_nothing(tmp_path: Path) -> None:
-    """A re-derived transition (after a crash) is not inserted or queued twice."""
-    store = await SqliteStore.open(tmp_path / "state.db")
-    result = _failed_result()
-    await _commit(store, result)
-    assert await _commit(store, result) == []
-    assert len(await store.transitions()) == len(result.transitions)
-    assert await store.outbox_counts() == {"pending": len(result.transitions)}
-    await store.close()
-
-
-async def test_outbox_state_changes(tmp_path: Path) -> None:
-    """Rows move to sent, retry (with attempts counted) or dead, and leave the pending list."""
-    store = await SqliteStore.open(tmp_path / "state.db")
-    await _commit(store, _failed_result())
-    first, second = await store.pending("log", 10)
-    await store.mark_retry([first.seq], 5000, "HTTP 500")
-    await store.mark_sent([second.seq], 6000)
-    (again,) = await store.pending("log", 10)
-    assert (again.seq, again.attempts, again.next_attempt_ms) == (first.seq, 1, 5000)
-    await store.mark_dead([first.seq], 7000, "gone")
-    assert await store.pending("log", 10) == []
-    assert await store.outbox_counts() == {"sent": 1, "dead": 1}
-    await store.close()
 
 
 async def test_a_second_writer_is_refused(tmp_path: Path) -> None:
@@ -167,30 +124,6 @@ async def test_status_reads_without_writing(tmp_path: Path) -> None:
     assert '"status": "Failed"' in await render_status(path, as_json=True)
     with pytest.raises(StateStoreError, match="does not exist"):
         await render_status(tmp_path / "nope.db", as_json=False)
-
-
-async def test_own_failures_are_counted_apart_from_attempts(tmp_path: Path) -> None:
-    """A failure the sink's outage caused counts as an attempt, not as the row's own failure;
-    redeliver starts both afresh; a sink's circuit round-trips, one row per sink."""
-    store = await SqliteStore.open(tmp_path / "state.db")
-    await _commit(store, _failed_result(), ("hook",))
-    first, _ = await store.pending("hook", 10)
-    await store.mark_retry([first.seq], 5000, "HTTP 500")
-    await store.mark_retry([first.seq], 6000, "cannot reach", own_failure=False)
-    again, _ = await store.pending("hook", 10)
-    assert (again.attempts, again.row_failures, again.next_attempt_ms) == (2, 1, 6000)
-    assert await store.pending_count("hook") == 2
-    await store.mark_dead([first.seq], 7000, "gone")
-    assert await store.redeliver(sink="hook", transition_id=None, now_ms=8000) == 1
-    redelivered, _ = await store.pending("hook", 10)
-    assert (redelivered.attempts, redelivered.row_failures) == (0, 0)
-    down = SinkHealthRecord("hook", False, 100, 90, "HTTP 503")
-    await store.save_sink_health(down)
-    assert await store.sink_health() == [down]
-    up = SinkHealthRecord("hook", True, 200, 200, "HTTP 503")
-    await store.save_sink_health(up)
-    assert await store.sink_health() == [up]
-    await store.close()
 
 
 async def test_migrates_a_version_4_outbox_keeping_its_rows(tmp_path: Path) -> None:
@@ -294,42 +227,6 @@ async def test_a_read_only_file_or_directory_is_refused_at_open(tmp_path: Path) 
     await (await SqliteStore.open(path)).close()  # lifted: it opens
 
 
-async def test_failed_writes_make_the_store_unhealthy_until_one_succeeds(tmp_path: Path) -> None:
-    """Writes failing (the DB held by another process): unhealthy, with the kind, the reason,
-    since when and the count, one log line however many fail; then a read after a quiet
-    interval probes with a write, which succeeds: healthy again, the recovery said once."""
-    path = tmp_path / "state.db"
-    clock = StepClock()
-    store = await SqliteStore.open(path, busy_timeout_s=0.05, clock=clock)
-    assert store.write_health() == WriteHealth()
-    other = sqlite3.connect(path, isolation_level=None, timeout=0)
-    other.execute("BEGIN EXCLUSIVE")
-    with capture_logs() as logs:
-        for _ in range(3):
-            with pytest.raises(StateStoreError):
-                await _commit(store, _failed_result())
-            clock.now_s += 1
-        failing = store.write_health()
-        other.execute("ROLLBACK")
-        other.close()
-        await store.outbox_counts()
-        still = store.write_health()  # a write was tried 1 s ago: no probe yet
-        clock.now_s += 10
-        await store.outbox_counts()
-    assert (failing.ok, failing.kind, failing.failing_writes) == (False, "locked", 3)
-    assert failing.since_ms == 100_000 and "locked by another process" in failing.reason
-    assert failing.describe().startswith("locked by another process since 1970-01-01T00:01:40")
-    assert dict(failing.failed_by_kind) == {"locked": 3}
-    assert not still.ok
-    healed = store.write_health()
-    assert healed.ok and dict(healed.failed_by_kind) == {"locked": 3}
-    events = [e["event"] for e in logs]
-    assert events == ["state_write_failed", "state_write_recovered"]
-    assert logs[0]["write"] == "commit" and logs[1]["failed_writes"] == 3
-    assert await _commit(store, _failed_result())  # nothing was lost or half-written
-    await store.close()
-
-
 def test_a_full_database_says_disk_full_even_when_rollback_fails(tmp_path: Path) -> None:
     """SQLITE_FULL (a page limit: a real one, without filling a disk), with a ROLLBACK that
     fails as a full disk can make it: the error is the first one, "disk full"; ENOSPC too."""
@@ -363,55 +260,6 @@ def _live(*ids: str, fn: FunctionRef = FC3, **labels: str) -> list[LiveItem]:
     return [LiveItem(InvocationRef(fn, i), labels) for i in ids]
 
 
-async def test_live_ids_and_watermarks_survive_a_reopen(tmp_path: Path) -> None:
-    """Registered ids (with labels) and watermarks are durable: a restarted daemon reads every
-    live id from revision 0, and each entry's watermark, as they were written."""
-    store = await SqliteStore.open(tmp_path / "state.db")
-    assert await store.track_live(_live("t-1", "t-2", team="media"), now_ms=1000) == 2
-    assert await store.track_live(_live("j-1", fn=FN_FC2), now_ms=1000) == 1
-    await store.save_watermark("watch[0]", 5000, now_ms=1000)
-    await store.save_watermark("watch[0]", 7000, now_ms=2000)
-    await store.save_watermark("watch[1]", 6000, now_ms=2000)
-    await store.close()
-    store = await SqliteStore.open(tmp_path / "state.db")
-    rev, changes = await store.live_changes(0)
-    assert rev > 0
-    assert {c.ref.key: (c.tracked, dict(c.labels)) for c in changes} == {
-        "fc3//transcode//t-1": (True, {"team": "media"}),
-        "fc3//transcode//t-2": (True, {"team": "media"}),
-        "fc2/svc/fn/LATEST/j-1": (True, {}),
-    }
-    assert await store.live_changes(rev) == (rev, [])
-    assert await store.load_watermarks() == {"watch[0]": 7000, "watch[1]": 6000}
-    await store.close()
-
-
-async def test_untrack_then_track_again(tmp_path: Path) -> None:
-    """Tracking is idempotent; an untrack is a change a daemon hears of (not only a missing
-    row), and a second registration counts as new again, with a higher revision each time."""
-    store = await SqliteStore.open(tmp_path / "state.db")
-    assert await store.track_live(_live("t-1", "t-2"), now_ms=1000) == 2
-    first, _ = await store.live_changes(0)
-    assert await store.track_live(_live("t-1", "t-2"), now_ms=1100) == 0
-    assert await store.live_changes(first) == (first, [])  # nothing changed: no revision
-    ref = InvocationRef(FC3, "t-1")
-    assert await store.untrack_live([ref, InvocationRef(FC3, "never")], now_ms=1200) == 1
-    assert await store.untrack_live([ref], now_ms=1300) == 0
-    second, changes = await store.live_changes(first)
-    assert second > first
-    assert [(c.ref, c.tracked) for c in changes] == [(ref, False)]
-    assert [c.ref.invocation_id for c in (await store.live_changes(0))[1]] == ["t-2"]
-    assert await store.track_live(_live("t-1", team="b"), now_ms=1400) == 1
-    third, changes = await store.live_changes(second)
-    assert third > second
-    assert [(c.ref, c.tracked, dict(c.labels)) for c in changes] == [(ref, True, {"team": "b"})]
-    assert await store.track_live(_live("t-1", team="c"), now_ms=1500) == 0  # new labels only
-    fourth, changes = await store.live_changes(third)
-    assert fourth > third
-    assert [(c.tracked, dict(c.labels)) for c in changes] == [(True, {"team": "c"})]
-    await store.close()
-
-
 async def test_live_changes_are_read_by_index_and_seen_across_processes(tmp_path: Path) -> None:
     """A registration written beside the daemon (``fc-watcher track``'s open) reaches the
     daemon's store through ``live_changes``, which looks the revision up by index."""
@@ -432,42 +280,6 @@ async def test_live_changes_are_read_by_index_and_seen_across_processes(tmp_path
     )
     db.close()
     assert "live_by_rev" in plan
-
-
-async def test_retention_deletes_old_removed_live_rows_and_never_reuses_a_revision(
-    tmp_path: Path,
-) -> None:
-    """A removal older than the cut is deleted (a live id still tracked is not); the next
-    change still gets a higher revision than any a daemon has seen."""
-    store = await SqliteStore.open(tmp_path / "state.db")
-    await store.track_live(_live("old", "kept"), now_ms=1000)
-    await store.untrack_live([InvocationRef(FC3, "old")], now_ms=1000)
-    await store.track_live(_live("recent"), now_ms=1000)
-    await store.untrack_live([InvocationRef(FC3, "recent")], now_ms=9000)
-    seen, _ = await store.live_changes(0)
-    await store.prune(changed_before_ms=5000, protected_keys=(), after_key=None, batch=10)
-    db = sqlite3.connect(tmp_path / "state.db")
-    assert sorted(row[0] for row in db.execute("SELECT invocation_id FROM live")) == [
-        "kept",
-        "recent",
-    ]
-    db.close()
-    await store.track_live(_live("new"), now_ms=9500)
-    after, changes = await store.live_changes(seen)
-    assert after > seen
-    assert [c.ref.invocation_id for c in changes] == ["new"]
-    await store.close()
-
-
-async def test_snapshots_of_reads_only_the_keys_asked(tmp_path: Path) -> None:
-    """Live tracking hands the scheduler the stored snapshot of a key seen before, without
-    reading every snapshot."""
-    store = await SqliteStore.open(tmp_path / "state.db")
-    result = _failed_result()
-    await _commit(store, result)
-    assert await store.load_snapshots_of([REF.key, "fc3//x//nope"]) == {REF.key: result.snapshot}
-    assert await store.load_snapshots_of([]) == {}
-    await store.close()
 
 
 async def test_status_reads_the_live_keys(tmp_path: Path) -> None:
