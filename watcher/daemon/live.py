@@ -13,8 +13,6 @@ that name the offending field (as each caller spells it) and id.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -30,8 +28,8 @@ from watcher.core.invocation import (
     validate_identifier,
 )
 from watcher.core.model import Snapshot
+from watcher.daemon.following import Follower
 from watcher.engine.sources import Membership
-from watcher.store.errors import StateStoreError
 from watcher.store.protocols import TrackingStore
 from watcher.store.records import LiveChange, LiveItem
 
@@ -47,7 +45,7 @@ class LiveStore(TrackingStore, Protocol):
     async def load_snapshots_of(self, keys: Collection[str]) -> dict[str, Snapshot]: ...
 
 
-class LiveTracking:
+class LiveTracking(Follower):
     """Feeds the live ids of the state DB to the scheduler, and keeps feeding their changes."""
 
     name = SOURCE
@@ -63,11 +61,8 @@ class LiveTracking:
         self._store = store
         self._membership = membership
         self._poll = poll
-        self._every_s = every_s
+        super().__init__("live_tracking", every_s)
         self._items: dict[str, Tracked] = {}
-        self._rev = 0
-        self._lock = asyncio.Lock()  # the tick and the API must not apply one change twice
-        self._failing = False
 
     def __repr__(self) -> str:
         return f"LiveTracking(live={len(self._items)}, rev={self._rev})"
@@ -80,31 +75,6 @@ class LiveTracking:
         """Take every live id (the daemon's start, and ``once``); raises ``StateStoreError``."""
         await self._refresh()
 
-    async def refresh(self) -> None:
-        """Apply what changed since the last look, now; a failure is logged, not raised (the
-        next tick tries again)."""
-        try:
-            await self._refresh()
-        except StateStoreError as exc:
-            if not self._failing:
-                _log.warning("live_tracking_failed", error=str(exc), retry_in_s=self._every_s)
-            self._failing = True
-            return
-        except Exception as exc:  # a bug: keep the daemon and the other live ids going
-            _log.error("live_tracking_crashed", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
-            return
-        if self._failing:
-            self._failing = False
-            _log.info("live_tracking_recovered")
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Look for changes every ``every_s`` until ``stop`` is set."""
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self._every_s)
-            if not stop.is_set():
-                await self.refresh()
-
     def resettle(self, snapshots: Mapping[str, Snapshot]) -> None:
         """A reload: the live ids take the new poll settings (stuck limits)."""
         settings = self._poll()
@@ -114,12 +84,11 @@ class LiveTracking:
         }
         self._membership.track(SOURCE, self._items.values(), snapshots, spread=False)
 
-    async def _refresh(self) -> None:
-        async with self._lock:
-            rev, changes = await self._store.live_changes(self._rev)
-            if changes:
-                await self._apply(changes)
-            self._rev = rev
+    async def _apply_changes(self) -> None:
+        rev, changes = await self._store.live_changes(self._rev)
+        if changes:
+            await self._apply(changes)
+        self._rev = rev
 
     async def _apply(self, changes: Sequence[LiveChange]) -> None:
         settings = self._poll()

@@ -13,8 +13,6 @@ already obeys them. The poller asks it, per commit, which transitions a silence 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
@@ -36,7 +34,7 @@ from watcher.core.silence import (
     parse_matchers,
     parse_time_ms,
 )
-from watcher.store.errors import StateStoreError
+from watcher.daemon.following import Follower
 from watcher.store.protocols import SilenceStore
 from watcher.store.records import SilenceExpiry
 
@@ -62,7 +60,7 @@ _FORM_NAMES = {"starts": "the start", "ends": "the end", "duration": "the durati
 _FIELDS = ("matchers", "startsAt", "endsAt", "duration", "comment", "author")
 
 
-class ActiveSilences:
+class ActiveSilences(Follower):
     """The silences not ended, in memory, kept in step with the state DB."""
 
     def __init__(
@@ -77,11 +75,8 @@ class ActiveSilences:
         self._clock = clock
         self._log_sinks = log_sinks
         """The ``log`` sinks of the config in force (a reload may change them)."""
-        self._every_s = every_s
+        super().__init__("silences_refresh", every_s)
         self._silences: dict[str, Silence] = {}
-        self._rev = 0
-        self._lock = asyncio.Lock()  # the tick and the API must not apply one change twice
-        self._failing = False
 
     def __repr__(self) -> str:
         return f"ActiveSilences(held={len(self._silences)}, rev={self._rev})"
@@ -113,50 +108,22 @@ class ActiveSilences:
         ``StateStoreError``."""
         await self._refresh()
 
-    async def refresh(self) -> None:
-        """Apply what changed since the last look, now; a failure is logged, not raised (the
-        next tick tries again, and the silences held so far stay in force)."""
-        try:
-            await self._refresh()
-        except StateStoreError as exc:
-            if not self._failing:
-                _log.warning("silences_refresh_failed", error=str(exc), retry_in_s=self._every_s)
-            self._failing = True
-            return
-        except Exception as exc:  # a bug: keep the daemon and the silences held going
-            _log.error(
-                "silences_refresh_crashed", error=f"{type(exc).__name__}: {exc}", exc_info=exc
+    async def _apply_changes(self) -> None:
+        now_ms = self._clock.wall_ms()
+        rev, changes = await self._store.silence_changes(self._rev, now_ms)
+        for silence in changes:  # one change per id: the row as it stands now
+            self._silences[silence.id] = silence
+            _log.info(
+                "silence_changed",
+                silence_id=silence.id,
+                state=silence.state_at(now_ms),
+                matchers=matchers_json(silence.match),
+                ends=format_ms(silence.ended_ms),
             )
-            return
-        if self._failing:
-            self._failing = False
-            _log.info("silences_refresh_recovered")
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Look for changes every ``every_s`` until ``stop`` is set."""
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self._every_s)
-            if not stop.is_set():
-                await self.refresh()
-
-    async def _refresh(self) -> None:
-        async with self._lock:
-            now_ms = self._clock.wall_ms()
-            rev, changes = await self._store.silence_changes(self._rev, now_ms)
-            for silence in changes:  # one change per id: the row as it stands now
-                self._silences[silence.id] = silence
-                _log.info(
-                    "silence_changed",
-                    silence_id=silence.id,
-                    state=silence.state_at(now_ms),
-                    matchers=matchers_json(silence.match),
-                    ends=format_ms(silence.ended_ms),
-                )
-            cut_ms = now_ms - _KEEP_ENDED_MS
-            for silence_id in [k for k, s in self._silences.items() if s.ended_ms <= cut_ms]:
-                del self._silences[silence_id]
-            self._rev = rev
+        cut_ms = now_ms - _KEEP_ENDED_MS
+        for silence_id in [k for k, s in self._silences.items() if s.ended_ms <= cut_ms]:
+            del self._silences[silence_id]
+        self._rev = rev
 
     # -- what the HTTP API and the status page do ---------------------------------------------
 
