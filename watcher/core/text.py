@@ -111,3 +111,15 @@ def cap_log_fields(
         if isinstance(value, str) and len(value) * 12 > LOG_FIELD_BYTES:
             event_dict[key] = truncate_json(value, LOG_FIELD_BYTES)
     return event_dict
+
+
+def short_duration(ms: int) -> str:
+    """A short human duration: 42s, 3m05s, 2h10m, 4d03h (never negative)."""
+    seconds = max(0, ms // 1000)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+    return f"{seconds // 86400}d{(seconds % 86400) // 3600:02d}h"

@@ -28,6 +28,7 @@ from typing import Any, TextIO
 
 from watcher.config.load import ConfigError, load_config
 from watcher.core.invocation import TERMINAL_STATUSES
+from watcher.core.text import short_duration
 from watcher.daemon.demand import budget_line
 from watcher.daemon.silences import silence_json, silence_table
 from watcher.daemon.tracked_keys import TrackedKeys, discovered_prefixes, with_live
@@ -100,17 +101,8 @@ class StatusView:
 
 
 def _age(ms: int, now_ms: int) -> str:
-    """A short human duration since ``ms``: 42s, 3m05s, 2h10m, 4d03h."""
-    if not ms:
-        return "-"
-    seconds = max(0, (now_ms - ms) // 1000)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    if seconds < 86400:
-        return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
-    return f"{seconds // 86400}d{(seconds % 86400) // 3600:02d}h"
+    """A short human duration since ``ms`` ("-" for never)."""
+    return short_duration(now_ms - ms) if ms else "-"
 
 
 def _tracked(row: InvocationRow, tracked: Collection[str] | None) -> bool | None:

@@ -15,6 +15,8 @@ from urllib.parse import quote, urlencode
 
 import jinja2
 
+from watcher.core.text import short_duration
+
 _MS_PER_S = 1000
 
 
@@ -34,14 +36,7 @@ def iso(ms: int | None) -> str:
 
 def duration(ms: int) -> str:
     """A short human duration: 42s, 3m05s, 2h10m, 4d03h."""
-    seconds = max(0, ms // _MS_PER_S)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    if seconds < 86400:
-        return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
-    return f"{seconds // 86400}d{(seconds % 86400) // 3600:02d}h"
+    return short_duration(ms)
 
 
 def ago(ms: int | None, now_ms: int) -> str:

@@ -15,14 +15,15 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
 from watcher.core.route import RouteMatch
 from watcher.core.silence import Silence, SilenceSpec, matchers_json
 from watcher.store.records import SilenceExpiry
+from watcher.store.sqlite.hops import Hops
 
 T = TypeVar("T")
 _COLUMNS = "id, matchers, starts_ms, ends_ms, comment, author, created_ms, expired_ms, rev"
@@ -121,30 +122,17 @@ PRUNE_SILENCES = "DELETE FROM silences WHERE ends_ms < ? OR (expired_ms != 0 AND
 """Silences that ended before retention's cut: every daemon has long let them go."""
 
 
-class _Hops(Protocol):
-    """What ``SilenceMethods`` needs of the store: its connection and its two hops."""
-
-    @property
-    def _db(self) -> sqlite3.Connection: ...
-
-    async def _read(self, work: Callable[[], T]) -> T: ...
-
-    async def _write(
-        self, work: Callable[[], T], *, outbox_changed: bool = ..., name: str = ...
-    ) -> T: ...
-
-
 class SilenceMethods:
     """The ``SilenceStore`` protocol, for ``SqliteStore`` (a mixin: its hops, its thread)."""
 
-    async def add_silence(self: _Hops, spec: SilenceSpec, now_ms: int) -> Silence:
+    async def add_silence(self: Hops, spec: SilenceSpec, now_ms: int) -> Silence:
         """Record a checked silence; return it with its new id."""
         db = self._db
         return await self._write(
             lambda: add_silence(db, spec, now_ms), outbox_changed=False, name="add_silence"
         )
 
-    async def expire_silence(self: _Hops, silence_id: str, now_ms: int) -> SilenceExpiry:
+    async def expire_silence(self: Hops, silence_id: str, now_ms: int) -> SilenceExpiry:
         """End a silence now; whether there is one with that id, and whether it was running."""
         db = self._db
         return await self._write(
@@ -153,15 +141,13 @@ class SilenceMethods:
             name="expire_silence",
         )
 
-    async def list_silences(self: _Hops, *, ended_after_ms: int) -> list[Silence]:
+    async def list_silences(self: Hops, *, ended_after_ms: int) -> list[Silence]:
         """Silences not ended by ``ended_after_ms``: now for the active (and coming) ones,
         earlier to include the recently ended."""
         db = self._db
         return await self._read(lambda: list_silences(db, ended_after_ms))
 
-    async def silence_changes(
-        self: _Hops, after_rev: int, now_ms: int
-    ) -> tuple[int, list[Silence]]:
+    async def silence_changes(self: Hops, after_rev: int, now_ms: int) -> tuple[int, list[Silence]]:
         """Every silence changed after revision ``after_rev`` (0: all not ended by ``now_ms``),
         and where to ask from next time: one index lookup when nothing changed."""
         db = self._db

@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import Protocol, TypeVar
+from collections.abc import Collection, Mapping, Sequence
+from typing import TypeVar
 
 from watcher.core.invocation import Api, FunctionRef, InvalidIdentifierError, InvocationRef
 from watcher.core.model import Snapshot
 from watcher.store.records import LiveChange, LiveItem
 from watcher.store.sqlite import reads
 from watcher.store.sqlite.connection import run_many
+from watcher.store.sqlite.hops import Hops
 
 T = TypeVar("T")
 _CHUNK = 500  # well under SQLite's bound on parameters
@@ -146,54 +147,41 @@ SAVE_WATERMARK = (
 )
 
 
-class _Hops(Protocol):
-    """What ``TrackingMethods`` needs of the store: its connection and its two hops."""
-
-    @property
-    def _db(self) -> sqlite3.Connection: ...
-
-    async def _read(self, work: Callable[[], T]) -> T: ...
-
-    async def _write(
-        self, work: Callable[[], T], *, outbox_changed: bool = ..., name: str = ...
-    ) -> T: ...
-
-
 class TrackingMethods:
     """The ``TrackingStore`` protocol, for ``SqliteStore`` (a mixin: its hops, its thread)."""
 
-    async def track_live(self: _Hops, items: Sequence[LiveItem], now_ms: int) -> int:
+    async def track_live(self: Hops, items: Sequence[LiveItem], now_ms: int) -> int:
         """Register ``items`` (idempotent); return how many were not live-tracked before."""
         db = self._db
         return await self._write(
             lambda: track_live(db, items, now_ms), outbox_changed=False, name="track_live"
         )
 
-    async def untrack_live(self: _Hops, refs: Sequence[InvocationRef], now_ms: int) -> int:
+    async def untrack_live(self: Hops, refs: Sequence[InvocationRef], now_ms: int) -> int:
         """Unregister ``refs``; return how many were live-tracked."""
         db = self._db
         return await self._write(
             lambda: untrack_live(db, refs, now_ms), outbox_changed=False, name="untrack_live"
         )
 
-    async def live_changes(self: _Hops, after_rev: int) -> tuple[int, list[LiveChange]]:
+    async def live_changes(self: Hops, after_rev: int) -> tuple[int, list[LiveChange]]:
         """Every change after revision ``after_rev`` (0: all live ids now), and where to ask
         from next time: one index lookup when nothing changed."""
         db = self._db
         return await self._read(lambda: live_changes(db, after_rev))
 
-    async def load_snapshots_of(self: _Hops, keys: Collection[str]) -> dict[str, Snapshot]:
+    async def load_snapshots_of(self: Hops, keys: Collection[str]) -> dict[str, Snapshot]:
         """The stored snapshots of ``keys`` only: a live id registered per submission must not
         cost a read of every snapshot."""
         db = self._db
         return await self._read(lambda: snapshots_of(db, keys))
 
-    async def load_watermarks(self: _Hops) -> dict[str, int]:
+    async def load_watermarks(self: Hops) -> dict[str, int]:
         """Each discover entry's watermark (FC start time, ms)."""
         db = self._db
         return await self._read(lambda: load_watermarks(db))
 
-    async def save_watermark(self: _Hops, entry: str, started_ms: int, now_ms: int) -> None:
+    async def save_watermark(self: Hops, entry: str, started_ms: int, now_ms: int) -> None:
         """Record how far ``entry``'s scans have covered."""
         db = self._db
         await self._write(
@@ -202,7 +190,7 @@ class TrackingMethods:
             name="save_watermark",
         )
 
-    async def save_daemon_info(self: _Hops, values: Mapping[str, str], now_ms: int) -> None:
+    async def save_daemon_info(self: Hops, values: Mapping[str, str], now_ms: int) -> None:
         """What the running daemon says of itself, for ``status`` (replaced key by key)."""
         db = self._db
         rows = [(key, value, now_ms) for key, value in values.items()]
