@@ -143,6 +143,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     if args.limit is not None and (args.json or args.limit < 0):
         raise UsageError("--limit takes a count of 0 or more, and not with --json (all rows)")
+    from watcher.daemon.replicas_view import postgres_status
+
+    if postgres_status(Path(args.config), sys.stdout, as_json=args.json):
+        return EXIT_OK  # the replicas sharing a PostgreSQL state
     source = load_status_source(Path(args.config))
     if source.problems:
         # Status needs only state.path: one bad id must not hide the state of all the others.

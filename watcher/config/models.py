@@ -114,6 +114,11 @@ class StateSettings(_Section):
     """For a URL without one (else asyncpg reads PGPASSFILE or ~/.pgpass)."""
     retention_days: float = Field(default=30.0, gt=0)
     """Finished invocations unchanged for this long are pruned, with their delivered rows."""
+    lease_s: float = Field(default=5.0, ge=0.3, le=600)
+    """PostgreSQL only: how long a replica's hold on its slots lasts without a heartbeat
+    (it heartbeats every third of it); a dead replica's work moves within twice this."""
+    replica_id: str | None = Field(default=None, min_length=1, max_length=200)
+    """PostgreSQL only: this replica's name among those sharing the state (hostname-pid)."""
 
     @model_validator(mode="after")
     def _one_backend(self) -> StateSettings:

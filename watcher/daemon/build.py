@@ -26,6 +26,7 @@ from watcher.delivery.sinks import Sink
 from watcher.delivery.sinks.registry import build_sinks, delivery_policies
 from watcher.engine.discovery import Discovery, discover_specs
 from watcher.engine.limiter import ApiLimiter
+from watcher.engine.ownership import Fencing
 from watcher.engine.poll import Poller, Router
 from watcher.engine.scheduler import Scheduler
 from watcher.engine.sources import ConfigSource
@@ -122,8 +123,10 @@ async def build(
     metrics: Metrics | None,
     credentials: CredentialSource | None = None,
     on_lag: Callable[[float], None] | None = None,
+    fencing: Fencing | None = None,
 ) -> Parts:
-    """Wire a watcher for ``config`` that tracks ``tracked`` (first polls not yet spread)."""
+    """Wire a watcher for ``config`` that tracks ``tracked`` (first polls not yet spread);
+    ``fencing``: as one replica of several (PostgreSQL), polling and scanning its slots only."""
     sinks = build_sinks(config.sinks, session, config.fc.region)
     policies = delivery_policies(config.sinks)
     dispatcher = Dispatcher(store, sinks, policies, clock=clock, rng=rng, metrics=metrics)
@@ -134,10 +137,10 @@ async def build(
     await silences.start()
     poller = Poller(client=client, store=store, router=make_router(config), settings=config.poll,
                     clock=clock, limiter=limiter, metrics=metrics, on_commit=dispatcher.wake,
-                    silencer=silences.hold_back)  # fmt: skip
-    scheduler = Scheduler(
-        poller, settings=config.poll, clock=clock, rng=rng, metrics=metrics, on_lag=on_lag
-    )
+                    silencer=silences.hold_back, fencing=fencing)  # fmt: skip
+    ownership = fencing.ownership if fencing is not None else None
+    scheduler = Scheduler(poller, settings=config.poll, clock=clock, rng=rng, metrics=metrics,
+                          on_lag=on_lag, ownership=ownership)  # fmt: skip
     config_source = ConfigSource(tracked)
     snapshots = await store.load_snapshots()
     config_source.attach(scheduler, snapshots)
@@ -151,6 +154,7 @@ async def build(
         rng=rng,
         metrics=metrics,
         watermarks=await store.load_watermarks(),
+        fencing=fencing,
     )
     discovery.configure(discover_specs(config), snapshots, config.poll)
     parts = Parts(*(config, store, client, limiter, poller, scheduler), config_source,

@@ -9,7 +9,7 @@ that. What needs a restart (state, http) is the service's to warn about.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import aiohttp
 import structlog
@@ -68,3 +68,18 @@ def _replace_sinks(parts: Parts, old: Config, new: Config, session: aiohttp.Clie
     parts.sinks = sinks
     for sink in retired:
         asyncio.get_running_loop().create_task(sink.close())
+
+
+async def reload_on_request(
+    requested: asyncio.Event, stop: asyncio.Event, reload: Callable[[], Awaitable[bool]]
+) -> None:
+    """Call ``reload`` each time ``requested`` is set (SIGHUP), until ``stop``."""
+    while not stop.is_set():
+        waiter = asyncio.ensure_future(requested.wait())
+        stopper = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        stopper.cancel()
+        if requested.is_set() and not stop.is_set():
+            requested.clear()
+            await reload()

@@ -31,7 +31,8 @@ from watcher.daemon.http import EndpointError, HttpEndpoint, start_endpoint
 from watcher.daemon.live import LiveTracking
 from watcher.daemon.notify import Notifier
 from watcher.daemon.polled import RECORD_POLLED_EVERY_S, record_info_every, record_polled_every
-from watcher.daemon.reload import apply_config
+from watcher.daemon.reload import apply_config, reload_on_request
+from watcher.daemon.replica import Replica, join_replica, replica_fencing
 from watcher.daemon.reporting import readiness, status_counts, status_line
 from watcher.daemon.signals import install_signal_handlers
 from watcher.engine.poll import PollOutcome
@@ -72,6 +73,7 @@ class Watcher:
         self._live: LiveTracking | None = None
         self._api: TrackApi | None = None
         self._file_watcher: InvocationsFileWatcher | None = None
+        self._replica: Replica | None = None
         self._reload_requested = asyncio.Event()
 
     @property
@@ -117,7 +119,9 @@ class Watcher:
             clock=self._clock,
             rng=self._rng,
             metrics=self.metrics,
+            fencing=(fencing := replica_fencing(store, config.state)),
         )
+        self._replica = await join_replica(fencing, self._parts, config.state, self._clock)
         counts = lambda: status_counts(self._parts)  # noqa: E731
         self.metrics.watch_state(StateCollector(counts, lambda: self._store))
         self.metrics.watch_state(TrackingCollector(self.parts, lambda: self.readiness() is None))
@@ -198,11 +202,14 @@ class Watcher:
             info = record_info_every(self.store, demand, self._clock.wall_ms, 10.0, stop)
             group.create_task(info, name="daemon-info")
             group.create_task(self.notifier.watchdog(stop, self.status_line), name="watchdog")
-            group.create_task(self._reloads(stop), name="reloads")
+            reloads = reload_on_request(self._reload_requested, stop, self.reload)
+            group.create_task(reloads, name="reloads")
             if self._live is not None:
                 group.create_task(self._live.run(stop), name="live")
             group.create_task(parts.silences.run(stop), name="silences")
             group.create_task(parts.discovery.run(stop), name="discovery")
+            if self._replica is not None:
+                group.create_task(self._replica.run(stop), name="replica")
             if self._file_watcher is not None:
                 group.create_task(self._file_watcher.run(stop), name="invocations-files")
             retention = run_retention(
@@ -214,17 +221,6 @@ class Watcher:
             )
             group.create_task(retention, name="retention")
         self.notifier.stopping()
-
-    async def _reloads(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            waiter = asyncio.ensure_future(self._reload_requested.wait())
-            stopper = asyncio.ensure_future(stop.wait())
-            await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
-            stopper.cancel()
-            if self._reload_requested.is_set() and not stop.is_set():
-                self._reload_requested.clear()
-                await self.reload()
 
     async def reload(self) -> bool:
         """Re-read the config file; apply it if valid, else keep running the old one."""
@@ -289,6 +285,8 @@ class Watcher:
                 await self._store.record_polled(parts.scheduler.last_polled_ms())
             except StateStoreError as exc:  # a full disk must not keep the stop from closing
                 _log.warning("last_polled_not_saved", error=str(exc))
+        if self._replica is not None:  # its slots go to the others now, not a lease later
+            await self._replica.leave()
         for sink in parts.sinks.values() if parts is not None else ():
             await sink.close()
         if self._session is not None:

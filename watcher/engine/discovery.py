@@ -22,9 +22,12 @@ from watcher.core.invocation import FunctionRef
 from watcher.core.model import Snapshot
 from watcher.engine.bounded import finish_within
 from watcher.engine.limiter import ApiLimiter
+from watcher.engine.ownership import Fencing
 from watcher.engine.scan import FunctionScanner
 from watcher.engine.scan_model import DiscoverSpec, Lister, ScanFailed, WatermarkStore
 from watcher.engine.scheduler import Scheduler
+from watcher.store.errors import FencedError
+from watcher.store.records import Fence
 from watcher.telemetry.metrics import Metrics
 
 _log = structlog.get_logger("watcher.discovery")
@@ -72,6 +75,7 @@ class Discovery:
         rng: random.Random,
         metrics: Metrics | None = None,
         watermarks: Mapping[str, int] | None = None,
+        fencing: Fencing | None = None,
     ) -> None:
         self.watermarks: dict[str, int] = dict(watermarks or {})
         """Each discover entry's watermark as loaded from the state DB (scanners keep theirs)."""
@@ -83,6 +87,7 @@ class Discovery:
         self._settings = settings
         self._rng = rng
         self._metrics = metrics
+        self._fencing = fencing
         self.scanners: dict[FunctionRef, FunctionScanner] = {}
         self._tasks: dict[FunctionRef, asyncio.Task[None]] = {}
         self._stop = asyncio.Event()
@@ -152,9 +157,36 @@ class Discovery:
         for scanner in list(self.scanners.values()):
             await self._scan(scanner)
 
+    def adopt(
+        self,
+        functions: Sequence[FunctionRef],
+        snapshots: Mapping[str, Snapshot],
+        watermarks: Mapping[str, int],
+    ) -> None:
+        """As a replica, these functions' slots came: their scans go on from what the
+        database says (the watermarks, what other replicas discovered and committed)."""
+        self.watermarks.update(watermarks)
+        for function_ref in functions:
+            scanner = self.scanners.get(function_ref)
+            if scanner is not None:
+                stored = {e: watermarks[e] for e in scanner.watermarks if e in watermarks}
+                scanner.watermarks.update(stored)
+                scanner.attach(snapshots)
+
     async def _scan(self, scanner: FunctionScanner) -> None:
+        fencing, fenced = self._fencing, None
+        if fencing is not None:
+            fence = fencing.ownership.fence(scanner.function_ref)
+            if fence is None:
+                return  # another replica's function: that one scans it
+            fenced = _FencedWatermarks(fencing, fence)
         try:
-            await scanner.scan()
+            await scanner.scan(fenced)
+        except FencedError as exc:
+            if fenced is not None:
+                _log.info("scan_fenced", function=str(scanner.function_ref), error=str(exc))
+                fenced.fencing.ownership.drop(fenced.fence)
+            return
         except ScanFailed as exc:
             scanner.failures += 1
             if scanner.failures == 1:  # one line per outage, not one per cycle
@@ -200,6 +232,16 @@ class Discovery:
         """FC calls a second the scans spend (their last cycle's Lists and Gets)."""
         interval_s = self._settings.interval_s
         return sum((s.last.list_calls + s.last.gets) / interval_s for s in self.scanners.values())
+
+
+class _FencedWatermarks:
+    """A scan's watermark store as a replica: saved only while its slot is held."""
+
+    def __init__(self, fencing: Fencing, fence: Fence) -> None:
+        self.fencing, self.fence = fencing, fence
+
+    async def save_watermark(self, entry: str, started_ms: int, now_ms: int) -> None:
+        await self.fencing.store.save_watermark_fenced(self.fence, entry, started_ms, now_ms)
 
 
 async def _stopped_within(stop: asyncio.Event, timeout_s: float) -> bool:

@@ -13,25 +13,28 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Protocol
 
 import structlog
 from structlog.contextvars import bound_contextvars
 
-from watcher.config.models import PollSettings, Tracked
+from watcher.config.models import PollSettings
 from watcher.core import decide
 from watcher.core.clock import Clock, Since, steady
-from watcher.core.invocation import TERMINAL_STATUSES, InvocationRef
-from watcher.core.model import Snapshot, Transition
+from watcher.core.invocation import InvocationRef
+from watcher.core.model import Transition
 from watcher.core.route import Target
 from watcher.engine.limiter import ApiLimiter
+from watcher.engine.ownership import Fencing
+from watcher.engine.poll_state import PollOutcome, PollState, is_finished
 from watcher.fc.errors import AuthError, FcError, NotFoundError, ThrottledError, outcome_label
 from watcher.fc.models import parse_invocation
-from watcher.store.errors import StateStoreError
+from watcher.store.errors import FencedError, StateStoreError
 from watcher.store.protocols import PollStore
 from watcher.telemetry.metrics import Metrics
+
+# Re-exported: callers import these from here, where they lived before ``poll_state``.
+__all__ = ["InvocationSource", "PollOutcome", "PollState", "Poller", "is_finished"]
 
 _log = structlog.get_logger("watcher.poll")
 
@@ -51,59 +54,6 @@ class InvocationSource(Protocol):
         ...
 
 
-class PollOutcome(StrEnum):
-    """What one poll found."""
-
-    CHANGED = "changed"
-    UNCHANGED = "unchanged"
-    NOT_FOUND = "not_found"
-    FAILED = "failed"
-    AUTH_FAILED = "auth_failed"
-
-
-@dataclass(slots=True)
-class PollState:
-    """One tracked invocation: what was last seen of it, and where it is in the schedule."""
-
-    ref: InvocationRef
-    labels: dict[str, str]
-    snapshot: Snapshot | None
-    interval_s: float
-    stuck_after_s: float | None = None
-    stuck_repeat_s: float | None = None
-    digest: bytes | None = None
-    failures: int = 0
-    terminal_polls: int = 0
-    done: bool = False
-    generation: int = 0
-    last_polled_ms: int = 0
-    polling: bool = False
-    """A poll of it is under way (the scheduler's or a scan's): never two at once."""
-    last_error: str = ""
-    """Why the last poll failed ("" after a good one): what ``fc-watcher once`` reports."""
-    since: Since | None = None
-    """When this process first saw the current status's start: its stuck age grows from
-    there on the steady clock (in memory only: a restart reads the wall clock again)."""
-
-    def take_settings(self, item: Tracked) -> None:
-        """Tracked again (a reload): its entry's labels and stuck limits apply from now on."""
-        self.labels = dict(item.labels)
-        self.stuck_after_s, self.stuck_repeat_s = item.stuck_after_s, item.stuck_repeat_s
-
-
-def is_finished(snapshot: Snapshot | None, terminal_polls: int) -> bool:
-    """Terminal, and its final events recorded: nothing more will happen to it.
-
-    FC may log the final event a moment after the status flips, so a terminal status whose last
-    event does not show it yet gets one more poll.
-    """
-    if snapshot is None or snapshot.status is None:
-        return False
-    if snapshot.status not in TERMINAL_STATUSES:
-        return False
-    return snapshot.last_event_status == snapshot.status or terminal_polls >= 2
-
-
 class Poller:
     """Does the polls the scheduler starts (many at once), and tracks whether FC accepts the
     key: one log line per authentication outage, not one per invocation."""
@@ -120,6 +70,7 @@ class Poller:
         metrics: Metrics | None = None,
         on_commit: Callable[[], None] = lambda: None,
         silencer: Silencer | None = None,
+        fencing: Fencing | None = None,
     ) -> None:
         self.client = client
         self.router = router
@@ -132,6 +83,7 @@ class Poller:
         self._metrics = metrics
         self._on_commit = on_commit
         self._auth_failing = False
+        self._fencing = fencing
         self._get_ok = metrics.api_requests.labels("get", "ok") if metrics is not None else None
 
     async def poll(self, state: PollState) -> tuple[PollOutcome, float | None]:
@@ -255,15 +207,14 @@ class Poller:
         if self.silencer is not None:  # decided now: a silenced row is never made, never sent
             routes, silenced = self.silencer(result.transitions, routes)
         try:
-            fresh = await self._store.commit(
-                state.ref,
-                result.snapshot,
-                transitions=result.transitions,
-                routes=routes,
-                # The rows' creation and due times: the dispatcher reads the same steady clock.
-                now_ms=self._steady_ms(),
-                silenced=silenced,
-            )
+            fresh = await self._write(state, result, routes, silenced)
+        except FencedError as exc:
+            # Not this replica's any more: drop the slot now, no retries; whoever holds it
+            # now polls it from the snapshot that is in the database.
+            _log.info("commit_fenced", error=str(exc))
+            if self._fencing is not None and state.fence is not None:
+                self._fencing.ownership.drop(state.fence)
+            return False
         except StateStoreError as exc:
             # The store reports each kind of write failure once per interval, with the fix;
             # one line per poll here would flood the log on a full disk.
@@ -278,6 +229,26 @@ class Poller:
                         self._metrics.transitions_silenced.labels(transition.type.value).inc()
             self._on_commit()
         return True
+
+    async def _write(
+        self,
+        state: PollState,
+        result: decide.DiffResult,
+        routes: Routes,
+        silenced: Mapping[str, str],
+    ) -> list[Transition]:
+        """One commit: fenced as a replica (PostgreSQL), plain on one host."""
+        # The rows' creation and due times: the dispatcher reads the same steady clock.
+        now_ms, transitions = self._steady_ms(), result.transitions
+        if state.fence is None or self._fencing is None:
+            return await self._store.commit(
+                state.ref, result.snapshot, transitions=transitions, routes=routes,
+                now_ms=now_ms, silenced=silenced,
+            )  # fmt: skip
+        return await self._fencing.store.commit_fenced(
+            state.fence, state.ref, result.snapshot, transitions=transitions, routes=routes,
+            now_ms=now_ms, silenced=silenced,
+        )  # fmt: skip
 
     def _auth_ok(self) -> None:
         if self._auth_failing:

@@ -21,9 +21,10 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from watcher.core.clock import Clock
-from watcher.core.invocation import FunctionRef, InvalidIdentifierError, Invocation, InvocationRef
+from watcher.core.invocation import FunctionRef, InvalidIdentifierError, InvocationRef
 from watcher.core.listing import (
     ACTIVE_STATUSES,
+    Listed,
     estimated_list_calls,
     is_scan_watched,
     list_is_cheaper,
@@ -108,9 +109,10 @@ class FunctionScanner:
                     items.append(spec.tracked(ref))
             self._target.track(spec.source, items, snapshots, spread=False)
 
-    async def scan(self) -> ScanResult:
+    async def scan(self, store: WatermarkStore | None = None) -> ScanResult:
         """One cycle; raises ``ScanFailed`` if a List call failed (nothing is half-applied:
-        polls and watermarks move only after every List of the cycle answered)."""
+        polls and watermarks move only after every List of the cycle answered). ``store``:
+        where this cycle's watermarks go, if not the scanner's own (a replica's fenced one)."""
         result = ScanResult()
         watched = {
             state.ref.key: state
@@ -129,7 +131,7 @@ class FunctionScanner:
         lost = missing(watched, findings.seen, findings.changed)
         polled = await self._poll(findings, lost, result)
         await self._target.observe_unchanged(findings.unchanged - findings.changed)
-        await self._advance(fresh, findings, polled, first, now_ms)
+        await self._advance(fresh, findings, polled, first, now_ms, store or self._store)
         # Watched from now on without Gets: only once a whole scan has worked.
         self._target.set_scanned(self.function_ref, True)
         result.changed, result.missing = len(findings.changed), len(lost)
@@ -144,7 +146,7 @@ class FunctionScanner:
 
     async def _list_active(
         self, watched: Mapping[str, PollState], first: bool, result: ScanResult
-    ) -> list[Invocation]:
+    ) -> list[Listed]:
         """The active invocations, one List per active status, in parallel."""
         if not first and not watched:
             return []  # nothing to watch; new ones are found by the scan for new ones
@@ -172,7 +174,7 @@ class FunctionScanner:
 
     async def _list_fresh(
         self, spec: DiscoverSpec, now_ms: int, result: ScanResult
-    ) -> list[Invocation]:
+    ) -> list[Listed]:
         """What started since the entry's watermark (less the overlap), whatever its status."""
         watermark_ms = self.watermarks[spec.entry]
         if watermark_ms is None:
@@ -185,8 +187,8 @@ class FunctionScanner:
 
     def _sort_out(
         self,
-        active: list[Invocation],
-        fresh: Mapping[str, list[Invocation]],
+        active: list[Listed],
+        fresh: Mapping[str, list[Listed]],
         first: Collection[str],
         now_ms: int,
     ) -> _Findings:
@@ -207,7 +209,7 @@ class FunctionScanner:
         return findings
 
     def _consider_new(
-        self, item: Invocation, key: str, first: Collection[str], now_ms: int, found: _Findings
+        self, item: Listed, key: str, first: Collection[str], now_ms: int, found: _Findings
     ) -> None:
         if key in found.new or item.invocation_id in self._passed:
             return
@@ -242,11 +244,12 @@ class FunctionScanner:
 
     async def _advance(
         self,
-        fresh: Mapping[str, list[Invocation]],
+        fresh: Mapping[str, list[Listed]],
         findings: _Findings,
         polled: Mapping[str, PollOutcome],
         first: Collection[str],
         now_ms: int,
+        store: WatermarkStore,
     ) -> None:
         """Move each entry's watermark past what its scan covered and committed; never past a
         new invocation whose first poll failed (a restart must find it again)."""
@@ -264,7 +267,7 @@ class FunctionScanner:
                 if moved is None and spec.entry in first:
                     moved = now_ms  # FC's clock may differ: the next scan's overlap covers it
             if moved is not None and moved != current:
-                await self._store.save_watermark(spec.entry, moved, now_ms)
+                await store.save_watermark(spec.entry, moved, now_ms)
                 self.watermarks[spec.entry] = moved
 
     def _forget_passed(self) -> None:

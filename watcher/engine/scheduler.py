@@ -23,6 +23,7 @@ from watcher.core.model import Snapshot
 from watcher.engine.bounded import gather_bounded
 from watcher.engine.cadence import forgotten, next_delay_s
 from watcher.engine.membership import TrackedSet
+from watcher.engine.ownership import Ownership
 from watcher.engine.poll import Poller, PollOutcome, PollState, is_finished
 from watcher.engine.queue import DueQueue
 from watcher.engine.run_loop import RunLoop
@@ -46,18 +47,18 @@ class Scheduler(RunLoop):
         rng: random.Random | None = None,
         metrics: Metrics | None = None,
         on_lag: Callable[[float], None] | None = None,
+        ownership: Ownership | None = None,
     ) -> None:
         self._poller = poller
+        self._ownership = ownership  # a replica's (PostgreSQL): it polls its slots only
         self._settings = settings
         self._clock = clock or SystemClock()
         self._rng = rng or random.Random()
         self._metrics = metrics
-        # One labelled child per outcome, made once: every series shows from the first scrape,
-        # and a poll does not look its label up.
+        # A child per outcome, made once: every series shows at once, no label lookup a poll.
+        polls = metrics.polls if metrics is not None else None
         self._poll_counters = (
-            {outcome: metrics.polls.labels(outcome.value) for outcome in PollOutcome}
-            if metrics is not None
-            else {}
+            {o: polls.labels(o.value) for o in PollOutcome} if polls is not None else {}
         )
         self._on_lag = on_lag
         self.tracked = TrackedSet(settings.max_tracked)
@@ -171,20 +172,27 @@ class Scheduler(RunLoop):
         now_ms = self._clock.wall_ms()
         for key in keys:
             state = self._states.get(key)
-            if state is not None:
+            ownership = self._ownership
+            if state is not None and (ownership is None or ownership.take_fence(state)):
                 state.last_polled_ms = now_ms
                 await self._poller.check_stuck(state)
 
     def spread_first_polls(self) -> None:
         """Re-spread every pending poll uniformly over one interval (no herd at start)."""
         self._queue.clear()
-        for state in self._states.values():
-            if not state.done:
+        self.spread(self._states.values())
+
+    def spread(self, states: Iterable[PollState]) -> None:
+        """Poll these within one interval (at start; as a replica, when their slot comes)."""
+        for state in states:
+            if not state.done and not self._scan_watched(state):
                 self._schedule(state, self._rng.uniform(0, self._settings.interval_s))
 
     @property
     def active_count(self) -> int:
-        """Invocations still being polled."""
+        """Invocations still being polled (as a replica: by this one, readiness asks)."""
+        if self._ownership is not None:
+            return self._ownership.count_active(self._states.values())
         return sum(1 for state in self._states.values() if not state.done)
 
     def last_polled_ms(self) -> dict[str, int]:
@@ -235,10 +243,10 @@ class Scheduler(RunLoop):
     async def poll(self, key: str) -> PollOutcome:
         """Poll one invocation, commit what changed, and schedule its next poll."""
         state = self._states[key]
-        if state.polling:
-            return (
-                PollOutcome.UNCHANGED
-            )  # a scan asked while its Get was under way: that one counts
+        if state.polling:  # a scan asked while its Get was under way: that one counts
+            return PollOutcome.UNCHANGED
+        if self._ownership is not None and not self._ownership.take_fence(state):
+            return PollOutcome.UNCHANGED  # another replica's: ``spread`` when its slot comes
         state.polling = True
         try:
             outcome, retry_after_s = await self._poller.poll(state)

@@ -44,3 +44,7 @@ class StateStoreError(Exception):
     def __init__(self, message: str, kind: FailureKind = FailureKind.OTHER) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+class FencedError(StateStoreError):
+    """A fenced write refused: this replica no longer holds the slot (or that epoch of it)."""

@@ -9,7 +9,7 @@ polls or watchdog pings.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from watcher.core.invocation import InvocationRef
@@ -18,11 +18,13 @@ from watcher.core.route import Target
 from watcher.core.silence import Silence, SilenceSpec
 from watcher.store.records import (
     DeadLetter,
+    Fence,
     InvocationRow,
     LiveChange,
     LiveItem,
     OutboxRow,
     Pruned,
+    ReplicaInfo,
     SilenceExpiry,
     SinkBacklog,
     SinkHealthRecord,
@@ -183,6 +185,50 @@ class SilenceStore(Protocol):
     async def silence_changes(self, after_rev: int, now_ms: int) -> tuple[int, list[Silence]]:
         """Every silence changed after revision ``after_rev`` (0: all not ended by ``now_ms``)
         and the revision to ask from next time. Cheap when nothing changed."""
+        ...
+
+
+class FencedStore(Protocol):
+    """The writes of a replica sharing the state (PostgreSQL): each checks, inside its own
+    transaction, that ``fence`` still holds, else rolls back and raises ``FencedError``."""
+
+    async def commit_fenced(
+        self,
+        fence: Fence,
+        ref: InvocationRef,
+        snapshot: Snapshot,
+        *,
+        transitions: Sequence[Transition],
+        routes: Mapping[str, Sequence[Target]],
+        now_ms: int,
+        silenced: Mapping[str, str] | None = None,
+    ) -> list[Transition]: ...
+
+    async def save_watermark_fenced(
+        self, fence: Fence, entry: str, started_ms: int, now_ms: int
+    ) -> None: ...
+
+
+class LeaseStore(Protocol):
+    """The slots' leases (PostgreSQL): who holds which slot, renewed by heartbeats."""
+
+    async def heartbeat(self, replica: str, lease_ms: int) -> dict[int, int]:
+        """One heartbeat in one transaction (``watcher.store.postgres.leases``): the slots
+        ``replica`` holds afterwards, slot -> epoch."""
+        ...
+
+    async def leave(self, replica: str) -> None:
+        """Hand every slot of ``replica`` back at once and forget it (a graceful stop)."""
+        ...
+
+    async def replicas(self, lease_ms: int) -> list[ReplicaInfo]: ...
+
+    def claim_outbox_as(
+        self, replica: str | None, slots: Callable[[], Collection[int]], lease_ms: int = ...
+    ) -> None:
+        """From now on ``pending`` claims rows for ``replica`` in the ``slots()`` it holds
+        (each claim for two leases), and marks touch only rows it claimed (None: unclaimed
+        reads, as a single host)."""
         ...
 
 

@@ -146,3 +146,27 @@ class SilenceExpiry:
     silence: Silence | None
     """None: no silence has that id."""
     expired: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """A replica's hold on one slot: a fenced write commits only while the slot still has
+    this owner and this epoch, and its lease has not run out (by the database's clock)."""
+
+    slot: int
+    epoch: int
+    replica: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaInfo:
+    """One replica as ``fc-watcher replicas`` shows it."""
+
+    replica: str
+    started_ms: int
+    heartbeat_ms: int
+    slots: tuple[int, ...]
+    live: bool
+    """Its heartbeat is within the lease it asked for (by the database's clock)."""
+    age_ms: int = 0
+    """How long ago its last heartbeat was, by the database's clock."""

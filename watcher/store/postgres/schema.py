@@ -3,7 +3,7 @@
 The same tables as SQLite's schema version 9 (``watcher.store.sqlite.schema`` says what each
 is for), in PostgreSQL's idiom: BIGINT milliseconds, BOOLEAN flags, identity sequences,
 partial indexes for the pending and dead rows, statement-level triggers for the backlog counts.
-Version 1 is all of it at once: there is no older PostgreSQL state to bring forward. A later
+Version 1 is all of it at once; version 2 adds the replicas' leases and outbox claims. A later
 change is a new entry of ``_MIGRATIONS``, never an edit of an applied one.
 
 Keys, sinks and ids are ``COLLATE "C"``: byte order, as in SQLite, so keyset paging (retention,
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from watcher.core.slots import SLOT_SQL, SLOTS
 from watcher.store.errors import StateStoreError
 
 if TYPE_CHECKING:
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 
 # Any fixed 64-bit number: the lock only has to be the same for every fc-watcher.
 ADVISORY_LOCK = 0x0FC_3A7C_4E25
+
+_OUTBOX_SLOT = SLOT_SQL.format(key="regexp_replace(invocation_key, '/[^/]*$', '')")
 
 _OUTBOX_COUNTS_FUNCTION = """
 CREATE FUNCTION outbox_count_rows() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -173,6 +176,29 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TABLE daemon_info (
             key TEXT COLLATE "C" PRIMARY KEY, value TEXT NOT NULL, updated_ms BIGINT NOT NULL
         )""",
+    ),
+    # Version 2: replicas sharing the work (``watcher.store.postgres.leases``).
+    (
+        """CREATE TABLE replicas (
+            id TEXT COLLATE "C" PRIMARY KEY,
+            started_ms BIGINT NOT NULL,
+            heartbeat_ms BIGINT NOT NULL
+        )""",
+        f"""CREATE TABLE slots (
+            slot INTEGER PRIMARY KEY CHECK (slot >= 0 AND slot < {SLOTS}),
+            owner TEXT COLLATE "C",
+            epoch BIGINT NOT NULL DEFAULT 0,
+            expires_ms BIGINT NOT NULL DEFAULT 0
+        )""",
+        f"INSERT INTO slots (slot) SELECT generate_series(0, {SLOTS - 1})",
+        "ALTER TABLE transitions ADD COLUMN committed_by TEXT NOT NULL DEFAULT ''",
+        # The slot of the row's function, from its invocation key (ids never hold '/'):
+        # computed by the server, so rows copied from SQLite or written before slots existed
+        # get the slot Python's ``slot_of`` gives, and no writer can get it wrong.
+        f"ALTER TABLE outbox ADD COLUMN slot INTEGER GENERATED ALWAYS AS "
+        f"({_OUTBOX_SLOT}::integer) STORED",
+        'ALTER TABLE outbox ADD COLUMN claimed_by TEXT COLLATE "C"',
+        "ALTER TABLE outbox ADD COLUMN claim_until_ms BIGINT NOT NULL DEFAULT 0",
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)

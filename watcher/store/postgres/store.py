@@ -15,23 +15,23 @@ write that works once the server is back makes the store healthy again.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from watcher.core.clock import Clock, SystemClock
 from watcher.core.invocation import InvocationRef
 from watcher.core.model import Snapshot, Transition
 from watcher.core.route import Target
-from watcher.store.errors import StateStoreError
+from watcher.store.errors import FencedError, StateStoreError
 from watcher.store.health import WriteHealthTracker
 from watcher.store.postgres import reads, writes
 from watcher.store.postgres.pool import Database
+from watcher.store.postgres.replicas import Claimer, ReplicaMethods
 from watcher.store.postgres.silences import SilenceMethods
 from watcher.store.postgres.tracking import TrackingMethods
 from watcher.store.records import (
     DeadLetter,
     InvocationRow,
-    OutboxRow,
     Pruned,
     SinkBacklog,
     SinkHealthRecord,
@@ -81,7 +81,7 @@ async def open_postgres(
     return store
 
 
-class PostgresStore(TrackingMethods, SilenceMethods):
+class PostgresStore(ReplicaMethods, TrackingMethods, SilenceMethods):
     """The state store on PostgreSQL. Open with ``await open_postgres(url)``."""
 
     def __init__(self, database: Database, clock: Clock | None = None) -> None:
@@ -90,6 +90,7 @@ class PostgresStore(TrackingMethods, SilenceMethods):
         self._tickets = 0
         self._backlog_ticket = 0
         self._health = WriteHealthTracker(clock or SystemClock())
+        self._claimer: Claimer | None = None
 
     def __repr__(self) -> str:
         return f"PostgresStore({self._db.target!r})"
@@ -122,6 +123,9 @@ class PostgresStore(TrackingMethods, SilenceMethods):
     ) -> T:
         try:
             result = await self._db.write(work)
+        except FencedError:
+            self._health.succeeded()  # the database answered: the fence, not it, said no
+            raise
         except StateStoreError as exc:
             self._health.failed(name, exc)
             raise
@@ -190,45 +194,9 @@ class PostgresStore(TrackingMethods, SilenceMethods):
 
     # -- OutboxStore --------------------------------------------------------------------------
 
-    async def pending(self, sink: str, limit: int) -> list[OutboxRow]:
-        """Pending rows of ``sink`` in commit order, due or not."""
-
-        async def work(conn: Conn) -> list[OutboxRow]:
-            rows = await reads.pending(conn, sink, limit)
-            # The dispatcher reads here every pass: it keeps the cached backlog fresh even
-            # when ``redeliver`` or another host changed the outbox.
-            await self._refresh_backlog(conn)
-            return rows
-
-        return await self._read(work)
-
     async def load_transitions(self, ids: Sequence[str]) -> dict[str, Transition]:
         """The transitions with these ids, by id."""
         return await self._read(lambda conn: reads.transitions_by_id(conn, ids))
-
-    async def mark_sent(self, seqs: Iterable[int], now_ms: int) -> None:
-        """Record successful delivery (the backlog cache is left to the next ``pending``)."""
-        if rows := list(seqs):
-            await self._update(
-                writes.MARK_SENT, now_ms, rows, name="mark_sent", outbox_changed=False
-            )
-
-    async def mark_retry(
-        self, seqs: Iterable[int], next_attempt_ms: int, error: str, *, own_failure: bool = True
-    ) -> None:
-        """Record a failed attempt and when to try again; ``own_failure`` False when the
-        sink's outage failed it (its attempts grow, its own failures do not)."""
-        if rows := list(seqs):
-            text = writes.clean(error[:500])
-            await self._update(
-                writes.MARK_RETRY, int(own_failure), next_attempt_ms, text, rows, name="mark_retry"
-            )
-
-    async def mark_dead(self, seqs: Iterable[int], now_ms: int, error: str) -> None:
-        """Give up on rows: kept, shown by ``status``, re-sendable by ``redeliver``."""
-        if rows := list(seqs):
-            text = writes.clean(error[:500])
-            await self._update(writes.MARK_DEAD, now_ms, text, rows, name="mark_dead")
 
     async def pending_count(self, sink: str) -> int:
         """Pending rows of ``sink``, from the kept counts."""

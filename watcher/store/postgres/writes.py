@@ -32,8 +32,9 @@ _UPSERT_SNAPSHOT = (
     f"ON CONFLICT (key) DO UPDATE SET {', '.join(f'{c} = EXCLUDED.{c}' for c in _COLUMNS[1:])}"
 )
 _INSERT_TRANSITIONS = (
-    "INSERT INTO transitions (id, invocation_key, type, observed_ms, data, silenced_by) "
-    "SELECT t.id, $6, t.type, t.observed_ms, t.data, t.silenced_by FROM unnest($1::text[], "
+    "INSERT INTO transitions (id, invocation_key, type, observed_ms, data, silenced_by, "
+    "committed_by) SELECT t.id, $6, t.type, t.observed_ms, t.data, t.silenced_by, $7 "
+    "FROM unnest($1::text[], "
     "$2::text[], $3::bigint[], $4::text[], $5::text[]) WITH ORDINALITY "
     "AS t (id, type, observed_ms, data, silenced_by, n) ORDER BY t.n "
     "ON CONFLICT (id) DO NOTHING RETURNING id"
@@ -67,10 +68,11 @@ async def commit_poll(
     routes: Mapping[str, Sequence[Target]],
     now_ms: int,
     silenced: Mapping[str, str] | None = None,
+    committed_by: str = "",
 ) -> list[Transition]:
     """Upsert the snapshot, insert new transitions and their outbox rows; return the new
-    transitions in the order given (one already logged, re-derived after a crash, is not
-    inserted again, nor queued)."""
+    transitions in the order given (one already logged, re-derived after a crash or by
+    another replica, is not inserted again, nor queued). ``committed_by``: the replica."""
     key, fn = ref.key, ref.function_ref
     identity = (fn.api.value, fn.service, fn.function, fn.qualifier, ref.invocation_id)
     await conn.execute(_UPSERT_SNAPSHOT, key, *identity, *snapshot_values(snapshot), now_ms)
@@ -86,6 +88,7 @@ async def commit_poll(
         [json.dumps(t.to_dict(), separators=(",", ":")) for t in unique],
         [held.get(t.id, "") for t in unique],
         key,
+        committed_by,
     )
     new_ids = {row[0] for row in inserted}
     fresh = [t for t in unique if t.id in new_ids]
