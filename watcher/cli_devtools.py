@@ -13,7 +13,9 @@ import ipaddress
 import json
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from watcher.cli_exits import EXIT_OK, UsageError
 
@@ -75,6 +77,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     from watcher.devtools.bench.harness import render, run_all, run_discovery_only
 
+    if args.only_replicas:
+        return _bench_replicas(args)
     sdk_needed = not args.only_discovery  # the discovery runs compare the watcher with itself
     if sdk_needed and importlib.util.find_spec("alibabacloud_fc_open20210406") is None:
         raise UsageError(
@@ -101,7 +105,30 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             discovery=None if args.no_discovery else discovery,
             progress=progress,
         )
-    print(json.dumps(report, indent=2) if args.json else render(report))
+    if not (args.no_replicas or args.only_discovery):
+        from watcher.devtools.bench.replicas import run_replicas
+
+        report["runs"]["replicas"] = run_replicas(progress=progress)
+    print(json.dumps(report, indent=2) if args.json else _render_all(report, render))
+    return EXIT_OK
+
+
+def _render_all(report: dict[str, Any], render: Callable[[dict[str, Any]], str]) -> str:
+    """The harness's report, then the replicas' table when it ran."""
+    from watcher.devtools.bench.replicas_report import render_replicas
+
+    replicas = report["runs"].get("replicas")
+    return render(report) + ("\n\n" + "\n".join(render_replicas(replicas)) if replicas else "")
+
+
+def _bench_replicas(args: argparse.Namespace) -> int:
+    """``bench --only-replicas``: 1, 2 and 3 replicas on PostgreSQL beside one on SQLite."""
+    from watcher.devtools.bench.replicas import run_replicas
+    from watcher.devtools.bench.replicas_report import render_replicas
+
+    progress = (lambda _: None) if args.json else (lambda text: print(text, file=sys.stderr))
+    report = run_replicas(progress=progress)
+    print(json.dumps(report, indent=2) if args.json else "\n".join(render_replicas(report)))
     return EXIT_OK
 
 
@@ -149,6 +176,13 @@ def add_bench(
     bench.add_argument("--scale", type=int, default=20_000, help="invocations in the scale run")
     bench.add_argument("--no-scale", action="store_true", help="skip the scale run")
     _add_discovery_flags(bench)
+    replicas = bench.add_mutually_exclusive_group()
+    replicas.add_argument(
+        "--no-replicas", action="store_true", help="skip the replicas runs (PostgreSQL)"
+    )
+    replicas.add_argument(
+        "--only-replicas", action="store_true", help="run the replicas runs and nothing else"
+    )
     bench.add_argument("--json", action="store_true", help="print the report as JSON")
     bench.set_defaults(handler=_cmd_bench)
 
