@@ -30,7 +30,7 @@ from watcher.cli_state import add_migrate_state
 from watcher.cli_track import add_track
 
 if TYPE_CHECKING:
-    from watcher.config.models import Config, LoadedConfig
+    from watcher.config.models import Config, LoadedConfig, StateSettings
 
 # The exit codes live in cli_exits so the dev-tool commands can share them; they are
 # re-exported here because scripts and tests know them as ``watcher.cli.EXIT_*``.
@@ -167,12 +167,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _redeliver(path: Path, *, sink: str | None, transition_id: str | None) -> int:
+async def _redeliver(state: StateSettings, *, sink: str | None, transition_id: str | None) -> int:
     import time
 
-    from watcher.store.sqlite import SqliteStore
+    from watcher.store.open import open_beside_daemon
 
-    store = await SqliteStore.open(path, beside_daemon=True)
+    store = await open_beside_daemon(state)
     try:
         now_ms = int(time.time() * 1000)
         return await store.redeliver(sink=sink, transition_id=transition_id, now_ms=now_ms)
@@ -185,8 +185,8 @@ def _cmd_redeliver(args: argparse.Namespace) -> int:
     names = {sink.name for sink in loaded.config.sinks}
     if args.sink is not None and args.sink not in names:
         raise UsageError(f"no sink is named {args.sink!r}; sinks: {', '.join(sorted(names))}")
-    path = loaded.config.state.sqlite_path()
-    count = asyncio.run(_redeliver(path, sink=args.sink, transition_id=args.id))
+    state = loaded.config.state
+    count = asyncio.run(_redeliver(state, sink=args.sink, transition_id=args.id))
     print(f"{count} dead letter(s) queued again; a running watcher sends them within a minute")
     return EXIT_OK
 

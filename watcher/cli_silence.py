@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from watcher.cli_exits import EXIT_FAILURE, EXIT_OK, UsageError
 
 if TYPE_CHECKING:
+    from watcher.config.models import StateSettings
     from watcher.core.silence import Silence, SilenceSpec
     from watcher.store.records import SilenceExpiry
 
@@ -64,26 +65,36 @@ def _spec(args: argparse.Namespace, now_ms: int) -> SilenceSpec:
         raise UsageError(str(exc)) from None
 
 
-def _state_path(args: argparse.Namespace) -> Path:
+def _state(args: argparse.Namespace) -> StateSettings:
     from watcher.config.load import load_config
 
-    return load_config(Path(args.config)).config.state.sqlite_path()
+    return load_config(Path(args.config)).config.state
 
 
-async def _add(path: Path, spec: SilenceSpec, now_ms: int) -> Silence:
-    from watcher.store.sqlite import SqliteStore
+async def _add(state: StateSettings, spec: SilenceSpec, now_ms: int) -> Silence:
+    from watcher.store.open import open_beside_daemon
 
-    store = await SqliteStore.open(path, beside_daemon=True)
+    store = await open_beside_daemon(state)
     try:
         return await store.add_silence(spec, now_ms)
     finally:
         await store.close()
 
 
-async def _expire(path: Path, silence_id: str, now_ms: int) -> SilenceExpiry:
-    from watcher.store.sqlite import SqliteStore
+async def _listed(state: StateSettings, ended_after_ms: int) -> list[Silence]:
+    from watcher.store.open import open_beside_daemon
 
-    store = await SqliteStore.open(path, beside_daemon=True)
+    store = await open_beside_daemon(state)
+    try:
+        return await store.list_silences(ended_after_ms=ended_after_ms)
+    finally:
+        await store.close()
+
+
+async def _expire(state: StateSettings, silence_id: str, now_ms: int) -> SilenceExpiry:
+    from watcher.store.open import open_beside_daemon
+
+    store = await open_beside_daemon(state)
     try:
         return await store.expire_silence(silence_id, now_ms)
     finally:
@@ -95,7 +106,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
 
     now_ms = _now_ms()
     spec = _spec(args, now_ms)
-    silence = asyncio.run(_add(_state_path(args), spec, now_ms))
+    silence = asyncio.run(_add(_state(args), spec, now_ms))
     if args.quiet:
         print(silence.id)
         return EXIT_OK
@@ -110,12 +121,9 @@ def _cmd_add(args: argparse.Namespace) -> int:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from watcher.daemon.silences import RECENT_MS, silence_json, silence_table
-    from watcher.store.sqlite.silences import list_silences
-    from watcher.store.sqlite.status_reads import open_readonly
 
-    path, now_ms = _state_path(args), _now_ms()
-    with open_readonly(path) as db:
-        silences = list_silences(db, now_ms - RECENT_MS if args.all else now_ms)
+    now_ms = _now_ms()
+    silences = asyncio.run(_listed(_state(args), now_ms - RECENT_MS if args.all else now_ms))
     if args.json:
         print(json.dumps([silence_json(silence, now_ms) for silence in silences], indent=2))
     elif silences:
@@ -129,7 +137,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_expire(args: argparse.Namespace) -> int:
     from watcher.core.silence import describe, format_ms
 
-    expiry = asyncio.run(_expire(_state_path(args), args.id, _now_ms()))
+    expiry = asyncio.run(_expire(_state(args), args.id, _now_ms()))
     silence = expiry.silence
     if silence is None:
         shown = args.id if len(args.id) <= 40 else args.id[:37] + "..."

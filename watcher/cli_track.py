@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from watcher.cli_exits import EXIT_OK, UsageError
 
 if TYPE_CHECKING:
+    from watcher.config.models import StateSettings
     from watcher.daemon.live import TrackRequest
 
 # How the messages of ``watcher.daemon.live.track_request`` name the flags.
@@ -57,10 +58,10 @@ def _request(args: argparse.Namespace) -> TrackRequest:
         raise UsageError(str(exc)) from None
 
 
-async def _write(path: Path, request: TrackRequest, *, track: bool) -> int:
-    from watcher.store.sqlite import SqliteStore
+async def _write(state: StateSettings, request: TrackRequest, *, track: bool) -> int:
+    from watcher.store.open import open_beside_daemon
 
-    store = await SqliteStore.open(path, beside_daemon=True)
+    store = await open_beside_daemon(state)
     try:
         now_ms = int(time.time() * 1000)
         if track:
@@ -79,7 +80,7 @@ def _cmd_track(args: argparse.Namespace) -> int:
 
     request = _request(args)
     loaded = load_config(Path(args.config))
-    new = asyncio.run(_write(loaded.config.state.sqlite_path(), request, track=True))
+    new = asyncio.run(_write(loaded.config.state, request, track=True))
     already = len(request.refs) - new
     note = f" ({already} already tracked)" if already else ""
     word = "invocation" if new == 1 else "invocations"
@@ -92,7 +93,7 @@ def _cmd_untrack(args: argparse.Namespace) -> int:
 
     request = _request(args)
     loaded = load_config(Path(args.config))
-    gone = asyncio.run(_write(loaded.config.state.sqlite_path(), request, track=False))
+    gone = asyncio.run(_write(loaded.config.state, request, track=False))
     notes = []
     if gone < len(request.refs):
         notes.append(f"{len(request.refs) - gone} not live-tracked")
