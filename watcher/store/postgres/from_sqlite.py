@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from watcher.store.errors import FailureKind, StateStoreError
 from watcher.store.postgres.pool import Database
-from watcher.store.postgres.writes import SNAPSHOT_FIELDS, clean
+from watcher.store.postgres.writes import clean
+from watcher.store.rows import SNAPSHOT_FIELDS
 from watcher.store.sqlite.connection import connect, explain, take_lock
 
 if TYPE_CHECKING:

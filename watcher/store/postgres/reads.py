@@ -7,7 +7,6 @@ from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
 from watcher.core.model import Snapshot, Transition
-from watcher.store.postgres.writes import SNAPSHOT_FIELDS
 from watcher.store.records import (
     DeadLetter,
     InvocationRow,
@@ -15,16 +14,12 @@ from watcher.store.records import (
     SinkBacklog,
     SinkHealthRecord,
 )
+from watcher.store.rows import invocation_row, snapshot_of_row
 
 if TYPE_CHECKING:
     import asyncpg
 
     Conn = asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
-
-
-def snapshot_of_row(row: asyncpg.Record) -> Snapshot:
-    """One ``invocations`` row's snapshot."""
-    return Snapshot(**{name: row[name] for name in SNAPSHOT_FIELDS})
 
 
 async def snapshots(conn: Conn) -> dict[str, Snapshot]:
@@ -38,20 +33,6 @@ async def snapshots_of(conn: Conn, keys: Collection[str]) -> dict[str, Snapshot]
     """The stored snapshots of ``keys`` (those that have one), by key."""
     rows = await conn.fetch("SELECT * FROM invocations WHERE key = ANY($1)", list(keys))
     return {row["key"]: snapshot_of_row(row) for row in rows}
-
-
-def invocation_row(row: asyncpg.Record) -> InvocationRow:
-    """One ``invocations`` row as ``status`` shows it."""
-    return InvocationRow(
-        key=row["key"],
-        api=row["api"],
-        service=row["service"],
-        function=row["function"],
-        qualifier=row["qualifier"],
-        invocation_id=row["invocation_id"],
-        snapshot=snapshot_of_row(row),
-        last_polled_ms=row["last_polled_ms"],
-    )
 
 
 async def invocation_rows(conn: Conn) -> list[InvocationRow]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import fields
 
 from watcher.core.model import Snapshot, Transition
 from watcher.store.records import (
@@ -15,37 +14,12 @@ from watcher.store.records import (
     SinkBacklog,
     SinkHealthRecord,
 )
-from watcher.store.sqlite.writes import SNAPSHOT_FIELDS
-
-_BOOL_FIELDS = frozenset(f.name for f in fields(Snapshot) if f.type in ("bool", bool))
-
-
-def snapshot_of_row(row: sqlite3.Row) -> Snapshot:
-    """One ``invocations`` row's snapshot."""
-    values = {name: row[name] for name in SNAPSHOT_FIELDS}
-    for name in _BOOL_FIELDS:
-        values[name] = bool(values[name])
-    return Snapshot(**values)
+from watcher.store.rows import invocation_row, snapshot_of_row
 
 
 def snapshots(db: sqlite3.Connection) -> dict[str, Snapshot]:
     """Every stored snapshot, by invocation key."""
     return {row["key"]: snapshot_of_row(row) for row in db.execute("SELECT * FROM invocations")}
-
-
-def invocation_row(row: sqlite3.Row) -> InvocationRow:
-    """One ``invocations`` row as ``status`` shows it."""
-    return InvocationRow(
-        key=row["key"],
-        api=row["api"],
-        service=row["service"],
-        function=row["function"],
-        qualifier=row["qualifier"],
-        invocation_id=row["invocation_id"],
-        snapshot=snapshot_of_row(row),
-        last_polled_ms=row["last_polled_ms"],
-        silenced_by=(row["silenced_by"] or "") if "silenced_by" in row.keys() else "",  # noqa: SIM118 (a Row)
-    )
 
 
 def invocation_rows(db: sqlite3.Connection) -> list[InvocationRow]:

@@ -19,9 +19,9 @@ from typing import Any
 from watcher.core.route import FAILURE_STATUSES
 from watcher.store.errors import StateStoreError
 from watcher.store.records import InvocationRow
+from watcher.store.rows import invocation_row
 from watcher.store.sqlite import reads
 from watcher.store.sqlite.connection import connect, explain
-from watcher.store.sqlite.reads import invocation_row
 
 PAGE_ROWS = 1000
 

@@ -20,7 +20,7 @@ from typing import TypeVar
 from watcher.core.invocation import Api, FunctionRef, InvalidIdentifierError, InvocationRef
 from watcher.core.model import Snapshot
 from watcher.store.records import LiveChange, LiveItem
-from watcher.store.sqlite import reads
+from watcher.store.rows import snapshot_of_row
 from watcher.store.sqlite.connection import run_many
 from watcher.store.sqlite.hops import Hops
 
@@ -132,7 +132,7 @@ def snapshots_of(db: sqlite3.Connection, keys: Collection[str]) -> dict[str, Sna
             f"SELECT * FROM invocations WHERE key IN ({', '.join('?' * len(chunk))})",  # noqa: S608
             chunk,
         )
-        found.update((row["key"], reads.snapshot_of_row(row)) for row in rows)
+        found.update((row["key"], snapshot_of_row(row)) for row in rows)
     return found
 
 

@@ -9,16 +9,15 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import fields
 from typing import Any
 
 from watcher.core.invocation import TERMINAL_STATUSES, InvocationRef
 from watcher.core.model import Snapshot, Transition
 from watcher.core.route import Target
 from watcher.store.records import Pruned
+from watcher.store.rows import SNAPSHOT_FIELDS
 from watcher.store.sqlite.silences import PRUNE_SILENCES
 
-SNAPSHOT_FIELDS = tuple(f.name for f in fields(Snapshot))
 _COLUMNS: tuple[str, ...] = ("key", "api", "service", "function", "qualifier", "invocation_id")
 _COLUMNS += (*SNAPSHOT_FIELDS, "last_polled_ms")
 _UPSERT_SNAPSHOT = (
